@@ -1,0 +1,1 @@
+"""Chinese NLP for live comments: normalisation, segmentation, topics, sentiment and confusion."""
