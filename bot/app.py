@@ -1,0 +1,257 @@
+"""App: builds everything from Config and runs it; start/stop order in one place.
+
+Shutdown runs in reverse of start-up: stop sources → drain the pipeline (every submitted event is
+analysed and stored) → end sessions → close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from bot.clock import Clock, EventTimeClock, SystemClock
+from bot.config import Config, ReplaySourceConfig, RoomConfig, SimulatorSourceConfig
+from bot.errors import ConfigError
+from bot.events import Event
+from bot.outputs.store import Store
+from bot.pipeline import Pipeline
+from bot.privacy import ViewerHasher, load_or_create_salt
+from bot.sources.base import Source
+from bot.state import RoomState
+
+log = logging.getLogger(__name__)
+
+
+def make_hasher(cfg: Config) -> ViewerHasher:
+    return ViewerHasher(load_or_create_salt(cfg.data_dir))
+
+
+def make_analyzer(cfg: Config) -> object:
+    from nlp.analyzer import Analyzer
+    from nlp.classifiers import make_classifier
+
+    c = cfg.classifier
+    options: dict[str, object] = {}
+    if c.name == "transformer":
+        options = {"model": c.model or None, "allow_hub": c.allow_hub, "threads": c.threads}
+    return Analyzer(make_classifier(c.name, **options))
+
+
+def build_source(
+    room: RoomConfig, index: int, src_cfg: object, *, clock: Clock, hasher: ViewerHasher, cfg: Config
+) -> Source:
+    """One Source for one `rooms[i].sources[j]` entry; the room name becomes the Event room."""
+    if isinstance(src_cfg, SimulatorSourceConfig):
+        from bot.sources.simulator import Simulator, SimulatorSource
+
+        sim = Simulator(seed=src_cfg.seed, rate=src_cfg.rate, room=room.name, start_ts=clock.now_ms())
+        return SimulatorSource(sim, clock=clock, hasher=hasher)
+    if isinstance(src_cfg, ReplaySourceConfig):
+        from bot.sources.replay import ReplaySource
+
+        path = Path(src_cfg.path)
+        if not path.exists():
+            raise ConfigError(f"replay file not found: {path}", key=f"rooms[{index}].sources.path")
+        return ReplaySource(
+            path, hasher=hasher, clock=clock, speed=src_cfg.speed, room=room.name,
+            store_names=cfg.privacy.store_names,
+        )
+    raise ConfigError(f"unsupported source kind {getattr(src_cfg, 'kind', '?')!r}", key=f"rooms[{index}].sources")
+
+
+@dataclass
+class App:
+    """The live service: sources → pipeline → RoomState/store, plus the terminal status line."""
+
+    cfg: Config
+    clock: Clock = field(default_factory=SystemClock)
+    out: TextIO = sys.stderr
+
+    def __post_init__(self) -> None:
+        self.hasher = make_hasher(self.cfg)
+        self.store: Store | None = Store.open(self.cfg.store_path) if self.cfg.store.enabled else None
+        p = self.cfg.pipeline
+        self.pipeline = Pipeline(
+            make_analyzer(self.cfg),  # type: ignore[arg-type]
+            clock=self.clock, store=self.store, queue_size=p.queue_size, batch_size=p.batch_size,
+            max_wait_ms=p.max_wait_ms, overflow=p.overflow,
+            session_meta={"classifier": self.cfg.classifier.name},
+        )
+        self.sources: list[Source] = []
+        for i, room in enumerate(self.cfg.rooms):
+            state = self.pipeline.state(room.name)
+            for src_cfg in room.sources:
+                src = build_source(room, i, src_cfg, clock=self.clock, hasher=self.hasher, cfg=self.cfg)
+                self.sources.append(src)
+                state.sources[f"{src.status.platform}:{len(state.sources)}"] = src.status
+        self._stop = asyncio.Event()
+
+    @property
+    def states(self) -> dict[str, RoomState]:
+        return self.pipeline.states
+
+    def request_stop(self) -> None:
+        """Signal-safe: SIGINT/SIGTERM only ask for a stop; run() does the ordered shutdown."""
+        self._stop.set()
+
+    async def run(self, *, duration_s: float | None = None) -> None:
+        pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
+        source_tasks = [
+            asyncio.create_task(self._run_source(s), name=f"source-{s.status.name}") for s in self.sources
+        ]
+        status_task = asyncio.create_task(self._status_loop(), name="status")
+        try:
+            if duration_s is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), duration_s)
+            else:
+                await self._stop.wait()
+        finally:
+            await self._shutdown(source_tasks, pipeline_task, status_task)
+
+    async def _run_source(self, src: Source) -> None:
+        try:
+            await src.run(self.pipeline.submit)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A source bug must not take the room down silently: log it with context, keep the rest.
+            log.exception("room=%s source %s crashed", src.status.room, src.status.name)
+
+    async def _shutdown(
+        self, source_tasks: list[asyncio.Task[None]], pipeline_task: asyncio.Task[None],
+        status_task: asyncio.Task[None],
+    ) -> None:
+        status_task.cancel()
+        for s in self.sources:
+            s.stop()
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.gather(*source_tasks, return_exceptions=True)
+        except TimeoutError:
+            for t in source_tasks:
+                t.cancel()
+        await self.pipeline.stop()
+        try:
+            async with asyncio.timeout(30):
+                await pipeline_task
+        except TimeoutError:
+            log.error("pipeline did not drain within 30 s; %d events still queued", self.pipeline.queue_depth)
+            pipeline_task.cancel()
+        self.pipeline.close()
+        if self.store is not None:
+            now = self.clock.now_ms()
+            for sid in self.pipeline.sessions.values():
+                self.store.end_session(sid, now, {"pipeline": self.pipeline.stats.as_dict()})
+            self.store.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await status_task
+
+    async def _status_loop(self) -> None:
+        if not self.cfg.status.terminal:
+            return
+        while True:
+            await self.clock.sleep(self.cfg.status.interval_s)
+            for st in self.states.values():
+                st.advance(self.clock.now_ms())
+                print(format_status(st), file=self.out, flush=True)
+
+
+def format_status(st: RoomState) -> str:
+    """One terminal line: rate, sentiment mix, confusion, online and the top question."""
+    w = st.window(60)
+    qs = st.questions(60, limit=1)
+    top = f" | 热问[{qs[0].topic}] {qs[0].examples[0]} ×{qs[0].count}" if qs else ""
+    online = f" | 在线 {st.online}" if st.online is not None else ""
+    degraded = " | ⚠分析降级" if st.degraded else ""
+    return (
+        f"[{st.room}] 弹幕 {w.comments_per_min:.0f}/分 | 正 {w.positive_share:.0%} 负 {w.negative_share:.0%}"
+        f" | 疑问 {w.confusion_rate:.0%}{online}{degraded}{top}"
+    )
+
+
+@dataclass
+class ReplayResult:
+    state: RoomState
+    session_id: str | None
+    stats: object
+    pipeline: dict[str, int]
+    events: list[Event] = field(default_factory=list)
+
+
+async def replay_file(
+    path: Path,
+    cfg: Config,
+    *,
+    speed: float | None = None,
+    room: str | None = None,
+    store: Store | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    progress: bool = False,
+) -> ReplayResult:
+    """Run a log through the same pipeline as live, on event time; returns the final room state."""
+    from bot.sources.replay import ReplaySource
+
+    clock = EventTimeClock()
+    p = cfg.pipeline
+    pipeline = Pipeline(
+        make_analyzer(cfg),  # type: ignore[arg-type]
+        clock=clock, store=store, queue_size=p.queue_size, batch_size=p.batch_size, max_wait_ms=p.max_wait_ms,
+        overflow="block", session_meta={"classifier": cfg.classifier.name, "replay": str(path)},
+    )
+    source = ReplaySource(
+        path, hasher=make_hasher(cfg), clock=clock, speed=speed, room=room, store_names=cfg.privacy.store_names
+    )
+    bar = _progress_bar(path) if progress else None
+
+    async def emit(ev: Event) -> None:
+        clock.observe(ev.received_ts)
+        if on_event is not None:
+            on_event(ev)
+        if bar is not None:
+            bar.update(1)
+        await pipeline.submit(ev)
+
+    task = asyncio.create_task(pipeline.run())
+    try:
+        await source.run(emit)
+    finally:
+        await pipeline.stop()
+        await task
+        pipeline.close()
+        if bar is not None:
+            bar.close()
+    rooms = list(pipeline.states)
+    state = pipeline.states[rooms[0]] if rooms else RoomState(room or path.stem)
+    sid = pipeline.sessions.get(state.room)
+    if store is not None and sid is not None:
+        store.end_session(
+            sid, clock.now_ms(),
+            {"pipeline": pipeline.stats.as_dict(), "replay_stats": _stats_dict(source.stats)},
+        )
+    return ReplayResult(state=state, session_id=sid, stats=source.stats, pipeline=pipeline.stats.as_dict())
+
+
+def _stats_dict(stats: object) -> dict[str, object]:
+    keys = ("path", "format", "encoding", "lines_read", "events")
+    out: dict[str, object] = {k: getattr(stats, k, None) for k in keys}
+    out["path"] = str(out["path"])
+    out["skipped"] = dict(getattr(stats, "skipped", {}) or {})
+    return out
+
+
+def _progress_bar(path: Path) -> object:
+    from tqdm import tqdm
+
+    try:
+        with path.open("rb") as f:
+            total = sum(1 for _ in f)
+    except OSError:
+        total = None
+    return tqdm(total=total, unit="条", desc=path.name, file=sys.stderr, leave=False, mininterval=0.5)

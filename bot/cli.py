@@ -1,0 +1,287 @@
+"""`livebot` command line. A LivebotError prints one line and exits 2; anything else is a bug."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bot import __version__
+from bot.config import Config, load_config
+from bot.errors import LivebotError
+
+log = logging.getLogger("livebot")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("jieba").setLevel(logging.WARNING)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+# -- run --------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.app import App
+
+    cfg = _config(args)
+    if args.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+
+    async def main() -> None:
+        app = App(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, app.request_stop)
+        rooms = ", ".join(f"{r.name} ({'+'.join(s.kind for s in r.sources)})" for r in cfg.rooms)
+        print(f"livebot {__version__} 已启动 · 直播间: {rooms} · 数据: {cfg.store_path} · Ctrl+C 退出", file=sys.stderr)
+        await app.run(duration_s=args.duration)
+        stats = app.pipeline.stats
+        print(
+            f"已停止: 收到 {stats.received} 条事件, 分析 {stats.analyzed}, 存储 {stats.stored}, "
+            f"重复丢弃 {stats.duplicates}, 降级未分析 {stats.shed}",
+            file=sys.stderr,
+        )
+
+    asyncio.run(main())
+    return 0
+
+
+# -- replay -----------------------------------------------------------------------------------------
+
+
+def _parse_speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--speed must be 'max' or a number, got {value!r}") from None
+    if speed <= 0:
+        raise argparse.ArgumentTypeError("--speed must be positive")
+    return speed
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bot.app import replay_file
+    from bot.outputs.store import Store
+
+    cfg = _config(args)
+    path = Path(args.log)
+    if not path.is_file():
+        raise LivebotError(f"replay log not found: {path}")
+    store_path = Path(args.out) / "livebot.db" if args.out else cfg.store_path
+    store = Store.open(store_path) if (cfg.store.enabled or args.out) else None
+    try:
+        result = asyncio.run(
+            replay_file(path, cfg, speed=args.speed, room=args.room, store=store, progress=not args.quiet)
+        )
+    finally:
+        if store is not None:
+            store.close()
+    print(format_replay_summary(result, store_path if store is not None else None))
+    return 0
+
+
+def format_replay_summary(result: Any, store_path: Path | None) -> str:
+    st = result.state
+    tot = st.totals
+    stats = result.stats
+    analyzed = tot.analyzed or 1
+    lines = [
+        f"回放: {stats.path} ({stats.format}, {stats.encoding})",
+        f"  读取 {stats.lines_read} 行, 事件 {stats.events}, 跳过 {sum(stats.skipped.values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in stats.skipped.items())})" if stats.skipped else ""),
+    ]
+    if tot.first_ms is not None and tot.last_ms is not None:
+        minutes = max(1e-9, (tot.last_ms - tot.first_ms) / 60000)
+        lines.append(f"  时长 {minutes:.1f} 分钟, 弹幕 {tot.comments} 条 ({tot.comments / minutes:.1f}/分)")
+    s = tot.sentiment
+    lines.append(
+        f"  情绪: 正面 {s['pos'] / analyzed:.1%} · 中性 {s['neu'] / analyzed:.1%} · 负面 {s['neg'] / analyzed:.1%}"
+    )
+    lines.append(f"  疑问率 {tot.confused / analyzed:.1%} ({tot.confused} 条), 购买意向 {tot.buying_intent} 条")
+    if tot.topic_confused:
+        lines.append(
+            "  疑问按话题: " + ", ".join(f"{k} {v}" for k, v in tot.topic_confused.most_common(6))
+        )
+    groups = st.questions(10**6, limit=8)
+    if groups:
+        lines.append("  高频问题 (最近 5 分钟内, 近似合并):")
+        lines.extend(f"    [{g.topic}] ×{g.count}: {' / '.join(g.examples)}" for g in groups)
+    if result.session_id and store_path is not None:
+        lines.append(f"  会话 {result.session_id} 已存入 {store_path}")
+    return "\n".join(lines)
+
+
+# -- classify / eval --------------------------------------------------------------------------------
+
+
+def _make_classifier(name: str, cfg: Config | None = None) -> Any:
+    from nlp.classifiers import make_classifier
+
+    if name == "transformer" and cfg is not None:
+        c = cfg.classifier
+        return make_classifier(name, model=c.model or None, allow_hub=c.allow_hub, threads=c.threads)
+    return make_classifier(name)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from nlp.analyzer import Analyzer
+
+    cfg = _config(args)
+    analyzer = Analyzer(_make_classifier(args.classifier or cfg.classifier.name, cfg))
+    texts = list(args.text) or [line.rstrip("\n") for line in sys.stdin]
+    for text, a in zip(texts, analyzer.analyze(texts), strict=True):
+        if args.json:
+            print(json.dumps({"text": text, **_analysis_dict(a)}, ensure_ascii=False))
+            continue
+        p = a.sentiment_probs
+        print(
+            f"{text}\t{a.sentiment} (neg {p[0]:.2f} neu {p[1]:.2f} pos {p[2]:.2f})"
+            f"\tconfusion={'yes' if a.confusion else 'no'} ({a.confusion_score:.2f})"
+            f"\ttopics={','.join(a.topics)}" + ("\tasks_host" if a.asks_host else "")
+            + ("\tbuying_intent" if a.buying_intent else "")
+        )
+    return 0
+
+
+def _analysis_dict(a: Any) -> dict[str, Any]:
+    return {
+        "sentiment": a.sentiment,
+        "sentiment_probs": [round(x, 4) for x in a.sentiment_probs],
+        "confusion": a.confusion,
+        "confusion_score": round(a.confusion_score, 4),
+        "topics": list(a.topics),
+        "keywords": list(a.keywords),
+        "asks_host": a.asks_host,
+        "buying_intent": a.buying_intent,
+        "confidence": round(a.confidence, 4),
+    }
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from nlp.evaluate import evaluate, format_table
+
+    cfg = _config(args)
+    names = args.classifier or [cfg.classifier.name]
+    results = []
+    for f in args.files:
+        p = Path(f)
+        if not p.is_file():
+            raise LivebotError(f"eval file not found: {p}")
+        for name in names:
+            r = evaluate(p, _make_classifier(name, cfg))
+            r["file"] = p.name
+            results.append(r)
+    if args.json:
+        out: Any = results[0] if len(results) == 1 else results
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(format_table(results))
+    return 0
+
+
+# -- bench ------------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bot.bench import run_bench
+
+    options: dict[str, Any] = {}
+    if args.classifier:
+        options["classifier"] = args.classifier
+    if args.comments:
+        options["n"] = args.comments
+    result = run_bench(args.scenario, **options)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        width = max(len(k) for k in result)
+        for k, v in result.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livebot",
+        description="直播场控助手: reads live comments, understands them, and tells the room what to do next.",
+    )
+    parser.add_argument("--version", action="version", version=f"livebot {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("run", cmd_run, "run the service (default config: simulated room + SQLite store)")
+    p.add_argument("--config", help="TOML config file (default: the embedded config/livebot.toml)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+
+    p = add("replay", cmd_replay, "run a saved comment log through the pipeline and store it")
+    p.add_argument("log", help="JSONL, CSV, Bilibili danmaku XML or plain-text log")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--out", help="directory for the store of this replay (default: the config's store)")
+    p.add_argument("--speed", type=_parse_speed, default=None, metavar="max|N",
+                   help="max (default) = as fast as possible; N = N× real time")
+    p.add_argument("--room", help="room name (default: from the log, or the file name)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = add("classify", cmd_classify, "classify comments: sentiment, confusion, topics (stdin if no TEXT)")
+    p.add_argument("text", nargs="*", metavar="TEXT")
+    p.add_argument("--classifier", choices=("rules", "snownlp", "transformer"))
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = add("eval", cmd_eval, "measure a classifier on labelled TSV files (text, sentiment, confusion)")
+    p.add_argument("files", nargs="+", metavar="FILE.tsv")
+    p.add_argument("--classifier", action="append", choices=("rules", "snownlp", "transformer"),
+                   help="classifier to evaluate (repeatable; default: the configured one)")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--json", action="store_true", help="print JSON (one object for one file and classifier)")
+
+    p = add("bench", cmd_bench, "measure throughput and latency on this machine")
+    p.add_argument("--scenario", default="pipeline", help="pipeline (default)")
+    p.add_argument("--classifier", choices=("rules", "snownlp", "transformer"))
+    p.add_argument("--comments", type=int, help="number of comments for throughput runs")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose)
+    try:
+        return int(args.handler(args))
+    except LivebotError as e:
+        print(f"livebot: 错误: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

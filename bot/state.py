@@ -1,0 +1,469 @@
+"""RoomState: the only mutable shared state of a room (DESIGN.md *Data flow*).
+
+Counts live in one-second buckets on a 5-minute ring, so 10 s / 60 s / 5 min windows are sums over
+the last N buckets and memory stays constant however long the show runs. Time is the Clock's time
+carried by each Event (`received_ts`), so replay (event time) and live (wall time) share this code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bot.events import Event, EventKind
+
+if TYPE_CHECKING:
+    from bot.advisors.base import Suggestion
+    from bot.sources.base import SourceStatus
+
+RING_S = 300
+WINDOWS_S = (10, 60, 300)
+TOPICS = (
+    "price", "size_fit", "shipping", "quality", "link_howto", "after_sales", "coupon", "stock", "usage",
+    "host", "other",
+)
+
+
+class AnalysisLike(Protocol):
+    """What RoomState reads of an analysis (nlp.analyzer.Analysis or a stored one)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def sentiment(self) -> str: ...
+    @property
+    def confusion(self) -> bool: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+    @property
+    def buying_intent(self) -> bool: ...
+    @property
+    def distrust(self) -> bool: ...
+    @property
+    def asks_host(self) -> bool: ...
+    @property
+    def confidence(self) -> float: ...
+
+
+class _Bucket:
+    """Counts for one second."""
+
+    __slots__ = (
+        "sec", "comments", "analyzed", "neg", "neu", "pos", "confused", "intent", "distrust", "asks_host",
+        "low_confidence", "topic", "topic_confused", "topic_neg", "likes", "gifts", "gift_value", "enters",
+        "follows", "shares", "viewers",
+    )
+
+    def __init__(self, sec: int) -> None:
+        self.reset(sec)
+
+    def reset(self, sec: int) -> None:
+        self.sec = sec
+        self.comments = 0
+        self.analyzed = 0
+        self.neg = 0
+        self.neu = 0
+        self.pos = 0
+        self.confused = 0
+        self.intent = 0
+        self.distrust = 0
+        self.asks_host = 0
+        self.low_confidence = 0
+        self.topic: Counter[str] = Counter()
+        self.topic_confused: Counter[str] = Counter()
+        self.topic_neg: Counter[str] = Counter()
+        self.likes = 0
+        self.gifts = 0
+        self.gift_value = 0.0
+        self.enters = 0
+        self.follows = 0
+        self.shares = 0
+        self.viewers: set[str] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    ts: int
+    topic: str
+    key: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionGroup:
+    """Near-duplicate questions merged under one key."""
+
+    topic: str
+    key: str
+    count: int
+    examples: tuple[str, ...]
+    last_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Everything advisors and screens read about the last `seconds` seconds."""
+
+    seconds: int
+    end_ms: int
+    comments: int
+    analyzed: int
+    neg: int
+    neu: int
+    pos: int
+    confused: int
+    buying_intent: int
+    distrust: int
+    asks_host: int
+    low_confidence: int
+    topic_comments: dict[str, int]
+    topic_confused: dict[str, int]
+    topic_negative: dict[str, int]
+    likes: int
+    gifts: int
+    gift_value: float
+    enters: int
+    follows: int
+    shares: int
+    viewers: int
+
+    @property
+    def comments_per_min(self) -> float:
+        return self.comments * 60.0 / self.seconds
+
+    def share(self, n: int) -> float:
+        return n / self.analyzed if self.analyzed else 0.0
+
+    @property
+    def negative_share(self) -> float:
+        return self.share(self.neg)
+
+    @property
+    def positive_share(self) -> float:
+        return self.share(self.pos)
+
+    @property
+    def confusion_rate(self) -> float:
+        return self.share(self.confused)
+
+    def topic_confusion_rate(self, topic: str) -> float:
+        """Share of analysed comments in the window that are confused questions about `topic`."""
+        return self.share(self.topic_confused.get(topic, 0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "comments": self.comments,
+            "comments_per_min": round(self.comments_per_min, 1),
+            "analyzed": self.analyzed,
+            "sentiment": {"neg": self.neg, "neu": self.neu, "pos": self.pos},
+            "negative_share": round(self.negative_share, 4),
+            "positive_share": round(self.positive_share, 4),
+            "confusion_rate": round(self.confusion_rate, 4),
+            "confused_by_topic": dict(self.topic_confused),
+            "buying_intent": self.buying_intent,
+            "distrust": self.distrust,
+            "likes": self.likes,
+            "gifts": self.gifts,
+            "gift_value": round(self.gift_value, 2),
+            "enters": self.enters,
+            "follows": self.follows,
+            "shares": self.shares,
+            "viewers": self.viewers,
+        }
+
+
+@dataclass(slots=True)
+class SessionTotals:
+    """Whole-session counters (never windowed)."""
+
+    first_ms: int | None = None
+    last_ms: int | None = None
+    events: int = 0
+    comments: int = 0
+    analyzed: int = 0
+    unanalyzed: int = 0
+    sentiment: Counter[str] = field(default_factory=Counter)
+    confused: int = 0
+    topic_confused: Counter[str] = field(default_factory=Counter)
+    buying_intent: int = 0
+    likes: int = 0
+    gifts: int = 0
+    gift_value: float = 0.0
+    enters: int = 0
+    follows: int = 0
+    shares: int = 0
+    peak_online: int = 0
+    viewers: set[str] = field(default_factory=set)
+
+
+class RoomState:
+    """Sliding-window view of one room; `apply()` events in, `window()`/`snapshot()` out."""
+
+    def __init__(self, room: str, *, question_horizon_s: int = 300, max_questions: int = 2000) -> None:
+        self.room = room
+        self._ring = [_Bucket(-1) for _ in range(RING_S)]
+        self._questions: deque[Question] = deque(maxlen=max_questions)
+        self._question_horizon_ms = question_horizon_s * 1000
+        self.totals = SessionTotals()
+        self.online: int | None = None
+        self.viewers_total: int | None = None
+        self.likes_total: int | None = None
+        self.online_history: deque[tuple[int, int]] = deque(maxlen=720)
+        self.live: bool | None = None
+        self.sources: dict[str, SourceStatus] = {}
+        self.suggestions: deque[Suggestion] = deque(maxlen=500)
+        self.segment: str | None = None
+        self.degraded: bool = False
+        self.now_ms: int = 0
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def _bucket(self, ms: int) -> _Bucket | None:
+        sec = ms // 1000
+        if self.now_ms and sec <= self.now_ms // 1000 - RING_S:
+            return None  # older than the ring: session totals only
+        b = self._ring[sec % RING_S]
+        if b.sec != sec:
+            if b.sec > sec:
+                return None
+            b.reset(sec)
+        return b
+
+    def apply(self, event: Event, analysis: AnalysisLike | None = None) -> None:
+        """Fold one event (and its analysis, if it was analysed) into the windows and totals."""
+        t = event.received_ts
+        if t > self.now_ms:
+            self.now_ms = t
+        tot = self.totals
+        tot.events += 1
+        if tot.first_ms is None or t < tot.first_ms:
+            tot.first_ms = t
+        if tot.last_ms is None or t > tot.last_ms:
+            tot.last_ms = t
+        b = self._bucket(t)
+        if event.user_id is not None:
+            tot.viewers.add(event.user_id)
+            if b is not None:
+                b.viewers.add(event.user_id)
+        kind = event.kind
+        if kind is EventKind.CHAT:
+            tot.comments += 1
+            if b is not None:
+                b.comments += 1
+            if analysis is None:
+                tot.unanalyzed += 1
+            else:
+                self._apply_analysis(t, b, analysis)
+        elif kind is EventKind.LIKE:
+            tot.likes += event.count
+            if b is not None:
+                b.likes += event.count
+        elif kind is EventKind.GIFT:
+            tot.gifts += event.count
+            tot.gift_value += event.value
+            if b is not None:
+                b.gifts += event.count
+                b.gift_value += event.value
+        elif kind is EventKind.ENTER:
+            tot.enters += 1
+            if b is not None:
+                b.enters += 1
+        elif kind is EventKind.FOLLOW:
+            tot.follows += 1
+            if b is not None:
+                b.follows += 1
+        elif kind is EventKind.SHARE:
+            tot.shares += 1
+            if b is not None:
+                b.shares += 1
+        elif kind is EventKind.STATS:
+            self._apply_stats(t, event)
+        elif kind is EventKind.SYSTEM:
+            if event.event == "live_start":
+                self.live = True
+            elif event.event == "live_end":
+                self.live = False
+
+    def _apply_analysis(self, t: int, b: _Bucket | None, a: AnalysisLike) -> None:
+        tot = self.totals
+        tot.analyzed += 1
+        tot.sentiment[a.sentiment] += 1
+        if a.buying_intent:
+            tot.buying_intent += 1
+        if a.confusion:
+            tot.confused += 1
+            for topic in a.topics:
+                tot.topic_confused[topic] += 1
+            self._add_question(t, a)
+        if b is None:
+            return
+        b.analyzed += 1
+        if a.sentiment == "neg":
+            b.neg += 1
+            for topic in a.topics:
+                b.topic_neg[topic] += 1
+        elif a.sentiment == "pos":
+            b.pos += 1
+        else:
+            b.neu += 1
+        for topic in a.topics:
+            b.topic[topic] += 1
+        if a.confusion:
+            b.confused += 1
+            for topic in a.topics:
+                b.topic_confused[topic] += 1
+        if a.buying_intent:
+            b.intent += 1
+        if a.distrust:
+            b.distrust += 1
+        if a.asks_host:
+            b.asks_host += 1
+        if a.confidence < 0.85:
+            b.low_confidence += 1
+
+    def _add_question(self, t: int, a: AnalysisLike) -> None:
+        from nlp.questions import question_key
+
+        topic = a.topics[0] if a.topics else "other"
+        self._questions.append(Question(t, topic, question_key(a.text, topic), a.text))
+
+    def _apply_stats(self, t: int, event: Event) -> None:
+        stats = event.stats or {}
+        online = stats.get("online")
+        if online is not None:
+            self.online = int(online)
+            self.totals.peak_online = max(self.totals.peak_online, self.online)
+            self.online_history.append((t, self.online))
+        if stats.get("viewers_total") is not None:
+            self.viewers_total = int(stats["viewers_total"])
+        if stats.get("likes_total") is not None:
+            self.likes_total = int(stats["likes_total"])
+
+    def advance(self, now_ms: int) -> None:
+        """Move the room's notion of now forward without an event (quiet rooms still age)."""
+        if now_ms > self.now_ms:
+            self.now_ms = now_ms
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def _buckets(self, seconds: int, end_ms: int) -> Iterable[_Bucket]:
+        end_sec = end_ms // 1000
+        lo = end_sec - min(seconds, RING_S)
+        for b in self._ring:
+            if lo < b.sec <= end_sec:
+                yield b
+
+    def window(self, seconds: int, now_ms: int | None = None) -> WindowStats:
+        """Sums over the last `seconds` (≤ 300) seconds ending at now."""
+        end = self.now_ms if now_ms is None else now_ms
+        c = dict.fromkeys(
+            ("comments", "analyzed", "neg", "neu", "pos", "confused", "intent", "distrust", "asks_host",
+             "low_confidence", "likes", "gifts", "enters", "follows", "shares"), 0
+        )
+        value = 0.0
+        topic: Counter[str] = Counter()
+        topic_conf: Counter[str] = Counter()
+        topic_neg: Counter[str] = Counter()
+        viewers: set[str] = set()
+        for b in self._buckets(seconds, end):
+            for k in c:
+                c[k] += getattr(b, k)
+            value += b.gift_value
+            topic.update(b.topic)
+            topic_conf.update(b.topic_confused)
+            topic_neg.update(b.topic_neg)
+            viewers |= b.viewers
+        return WindowStats(
+            seconds=seconds, end_ms=end, comments=c["comments"], analyzed=c["analyzed"], neg=c["neg"],
+            neu=c["neu"], pos=c["pos"], confused=c["confused"], buying_intent=c["intent"],
+            distrust=c["distrust"], asks_host=c["asks_host"], low_confidence=c["low_confidence"],
+            topic_comments=dict(topic), topic_confused=dict(topic_conf), topic_negative=dict(topic_neg),
+            likes=c["likes"], gifts=c["gifts"], gift_value=value, enters=c["enters"], follows=c["follows"],
+            shares=c["shares"], viewers=len(viewers),
+        )
+
+    def questions(self, seconds: int = 60, now_ms: int | None = None, *, limit: int = 8) -> list[QuestionGroup]:
+        """Questions of the last `seconds`, near-duplicates merged, most asked first."""
+        end = self.now_ms if now_ms is None else now_ms
+        lo = end - seconds * 1000
+        groups: dict[tuple[str, str], list[Question]] = {}
+        for q in reversed(self._questions):
+            if q.ts <= lo:
+                break
+            if q.ts <= end:
+                groups.setdefault((q.topic, q.key), []).append(q)
+        out = [
+            QuestionGroup(
+                topic=topic, key=key, count=len(qs),
+                examples=tuple(dict.fromkeys(q.text for q in qs))[:3], last_ts=qs[0].ts,
+            )
+            for (topic, key), qs in groups.items()
+        ]
+        out.sort(key=lambda g: (-g.count, -g.last_ts))
+        return out[:limit]
+
+    def timeline(self, seconds: int = 300, step: int = 10, now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Per-`step` points over the last `seconds`: comment rate, sentiment mix, confusion rate."""
+        end = self.now_ms if now_ms is None else now_ms
+        end_sec = end // 1000
+        n = seconds // step
+        points = [
+            {"t": (end_sec - (n - i) * step + step) * 1000, "comments": 0, "analyzed": 0, "neg": 0, "pos": 0,
+             "confused": 0}
+            for i in range(n)
+        ]
+        first = end_sec - n * step
+        for b in self._ring:
+            if first < b.sec <= end_sec:
+                p = points[min(n - 1, (b.sec - first - 1) // step)]
+                p["comments"] += b.comments
+                p["analyzed"] += b.analyzed
+                p["neg"] += b.neg
+                p["pos"] += b.pos
+                p["confused"] += b.confused
+        return points
+
+    def record_suggestion(self, s: Suggestion) -> None:
+        self.suggestions.append(s)
+
+    def snapshot(self, now_ms: int | None = None) -> dict[str, Any]:
+        """A JSON-ready picture of the room for screens, status lines and tests."""
+        end = self.now_ms if now_ms is None else now_ms
+        tot = self.totals
+        w60 = self.window(60, end)
+        return {
+            "room": self.room,
+            "now_ms": end,
+            "live": self.live,
+            "online": self.online,
+            "viewers_total": self.viewers_total,
+            "segment": self.segment,
+            "degraded": self.degraded,
+            "windows": {str(s): self.window(s, end).as_dict() for s in WINDOWS_S if s != 60} | {"60": w60.as_dict()},
+            "questions": [
+                {"topic": g.topic, "key": g.key, "count": g.count, "examples": list(g.examples)}
+                for g in self.questions(60, end)
+            ],
+            "timeline": self.timeline(300, 10, end),
+            "totals": {
+                "events": tot.events,
+                "comments": tot.comments,
+                "analyzed": tot.analyzed,
+                "unanalyzed": tot.unanalyzed,
+                "sentiment": dict(tot.sentiment),
+                "confused": tot.confused,
+                "buying_intent": tot.buying_intent,
+                "likes": tot.likes,
+                "gifts": tot.gifts,
+                "gift_value": round(tot.gift_value, 2),
+                "enters": tot.enters,
+                "follows": tot.follows,
+                "shares": tot.shares,
+                "peak_online": tot.peak_online,
+                "unique_viewers": len(tot.viewers),
+            },
+            "sources": {name: st.as_dict(end) for name, st in self.sources.items()},
+        }

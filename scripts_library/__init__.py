@@ -1,0 +1,1 @@
+"""Package data: run-sheets (installed as `livebot_scripts`)."""
