@@ -65,6 +65,22 @@ class StatusConfig(_Section):
     """Seconds between status lines."""
 
 
+class ScreenConfig(_Section):
+    enabled: bool = True
+    """Serve the host screen (/) and the field-control view (/control) while `livebot run` runs."""
+    host: str = Field("127.0.0.1", min_length=1, max_length=255)
+    """Address to bind. Anything but loopback (127.0.0.1, ::1, localhost) requires `token` and
+    `control_token`, because the screen then is reachable from the network."""
+    port: int = Field(8765, ge=0, le=65535)
+    """TCP port; 0 picks a free port (tests)."""
+    token: str = Field("", max_length=256)
+    """Viewing token, passed as `?token=…`; required off loopback. Never logged."""
+    control_token: str = Field("", max_length=256)
+    """Token for control actions (`/control?token=…`); required off loopback, must differ from `token`."""
+    snapshot_hz: float = Field(2.0, ge=0.2, le=10.0)
+    """Room snapshots pushed to every page per second (suggestions are pushed immediately)."""
+
+
 class SimulatorSourceConfig(_Section):
     kind: Literal["simulator"] = "simulator"
     seed: int = 7
@@ -107,6 +123,7 @@ class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     store: StoreConfig = StoreConfig()
     status: StatusConfig = StatusConfig()
+    screen: ScreenConfig = ScreenConfig()
     rooms: tuple[RoomConfig, ...] = Field(default_factory=_default_rooms, min_length=1)
 
     @model_validator(mode="after")
