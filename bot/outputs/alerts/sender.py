@@ -273,7 +273,8 @@ class RobotSender:
             self._retry(outcome, seqs, now, loud=verdict is Verdict.UNKNOWN)
         elif verdict is Verdict.SKEW:
             self._skew_retried = True
-            self._log.error(
+            # Loud but not final: the ERROR comes once, if the retry with a fresh timestamp fails too.
+            self._log.warning(
                 "the platform rejected the timestamp or signature (code=%s %s): "
                 "clock skew or a wrong secret; retrying once",
                 outcome.code,
