@@ -35,6 +35,7 @@ DIAMONDS_PER_YUAN = 10
 """Spec §3: 10 抖币 = ¥1; a gift is worth GiftCount × DiamondCount 抖币."""
 UNKNOWN_WEB_ROOM_IDS = frozenset({"", "未知"})
 """WebRoomId values meaning "not known" (spec §2: `"未知"` in v2.7.6 and Type 9, `""` elsewhere in v2.7.9)."""
+_MAX_COUNT = 2**63 - 1  # C# long; anything larger is not a count BarrageGrab can send
 FANS_CLUB_LEVEL_UP = 1
 FANS_CLUB_JOINED = 2
 
@@ -133,11 +134,13 @@ def _int(data: Mapping[str, Any], key: str, default: int | None = None) -> int:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProtocolError(f"Data.{key}: expected an integer, got {_type_name(value)}", key=key)
+    if not 0 <= value <= _MAX_COUNT:
+        raise ProtocolError(f"Data.{key}: {value} is out of range", key=key)
     return value
 
 
 def _opt_int(data: Mapping[str, Any], key: str) -> int | None:
-    return _int(data, key, default=-1) if data.get(key) is not None else None
+    return None if data.get(key) is None else _int(data, key)
 
 
 def _str(data: Mapping[str, Any], key: str) -> str | None:

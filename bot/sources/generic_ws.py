@@ -214,6 +214,8 @@ class GenericIngestServer:
     @property
     def url(self) -> str:
         host = self._host if is_loopback(self._host) else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
         return f"ws://{host}:{self.port}{INGEST_PATH}"
 
     @property
