@@ -1,1 +1,1 @@
-"""Package data: run-sheets (installed as `livebot_scripts`)."""
+"""Package data: the shipped run-sheets (installed as `livebot_scripts`); format in README.md."""
