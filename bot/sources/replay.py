@@ -276,13 +276,17 @@ class _Reader:
         self.start_ts = DEFAULT_START_TS if start_ts is None else start_ts
         self.store_names = store_names
         self.stats = stats
+        # JSONL lines name their own room and platform unless overridden.
+        per_line = stats.format is ReplayFormat.JSONL
+        room_label = "*" if per_line and room is None else self.room
+        platform_label = "*" if per_line and platform is None else self.platform
         self.log = _PrefixLogger(
-            logger, {"prefix": f"replay={path.name} room={self.room} platform={self.platform}"}
+            logger, {"prefix": f"replay={path.name} room={room_label} platform={platform_label}"}
         )
 
     def skip(self, line: int, reason: SkipReason, detail: str) -> None:
         stats = self.stats
-        stats.skipped[reason] += 1
+        stats.skipped[str(reason)] += 1
         total = stats.skipped_total
         if len(stats.examples) < MAX_EXAMPLES:
             stats.examples.append(SkippedLine(line, reason, detail))
@@ -374,6 +378,8 @@ def parse_time(value: str, start_ts: int) -> int | None:
     clock = _CLOCK_RE.fullmatch(value)
     if clock:
         hours, minutes, seconds = clock.groups()
+        if float(seconds) >= 60 or (hours is not None and int(minutes) >= 60):
+            return None
         offset = int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
         return start_ts + round(offset * 1000)
     if _NUMBER_RE.fullmatch(value):
@@ -783,12 +789,13 @@ def _counted(events: Iterator[Event], r: _Reader) -> Iterator[Event]:
     for event in events:
         stats.events += 1
         yield event
+    reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(stats.skipped.items()))
     r.log.info(
-        "finished: %d lines, %d events, %d skipped %s",
+        "finished: %d lines, %d events, %d skipped%s",
         stats.lines_read,
         stats.events,
         stats.skipped_total,
-        dict(stats.skipped) if stats.skipped else "",
+        f" ({reasons})" if reasons else "",
     )
 
 
