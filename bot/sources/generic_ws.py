@@ -14,8 +14,9 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-from collections.abc import Collection, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Collection, Coroutine, Mapping, MutableMapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -34,6 +35,7 @@ from bot.sources.generic_json import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 GENERIC_PLATFORM = "generic"
 ANY_ROOM = "*"
@@ -51,6 +53,16 @@ class RoomLogger(logging.LoggerAdapter[logging.Logger]):
 
 def room_logger(base: logging.Logger, *, room: str, platform: str) -> RoomLogger:
     return RoomLogger(base, {"room": room, "platform": platform})
+
+
+def safe_url(url: str) -> str:
+    """The URL without query, fragment or credentials, fit for a log line (a token may hide there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def is_loopback(host: str) -> bool:
@@ -359,6 +371,7 @@ class ReconnectingWsSource:
         self.status = status
         self.policy = policy or ReconnectPolicy()
         self._url = url
+        self._log_url = safe_url(url)
         self._clock: Clock = clock or SystemClock()
         self._headers = dict(headers or {})
         self._heartbeat_s = heartbeat_s
@@ -408,12 +421,15 @@ class ReconnectingWsSource:
                     delay = self.policy.next_delay()
                     self.status.state = SourceState.RECONNECTING
                     self.status.reconnects += 1
-                    self._log.warning(
+                    # A long outage retries every max_s: log its start and then every 10th attempt.
+                    attempt = self.policy.retry_count
+                    self._log.log(
+                        logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG,
                         "connection to %s lost (%s); reconnecting in %.2f s (attempt %d)",
-                        self._url,
+                        self._log_url,
                         reason,
                         delay,
-                        self.policy.retry_count,
+                        attempt,
                     )
                     await self._until_stopped(self._clock.sleep(delay), stop_wait)
         finally:
@@ -422,7 +438,7 @@ class ReconnectingWsSource:
             self.status.state = SourceState.STOPPED
             self._log.info("stopped")
 
-    async def _until_stopped(self, coro: Any, stop_wait: asyncio.Task[Any]) -> Any:
+    async def _until_stopped(self, coro: Coroutine[Any, Any, _T], stop_wait: asyncio.Task[Any]) -> _T | None:
         """Run `coro` until it finishes or stop() is called; None when stopped first."""
         task = asyncio.ensure_future(coro)
         await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -447,7 +463,7 @@ class ReconnectingWsSource:
                 self.status.state = SourceState.CONNECTED
                 self.status.down_since_ms = None
                 self._connected.set()
-                self._log.info("connected to %s", self._url)
+                self._log.info("connected to %s", self._log_url)
                 await self._emit_system(SystemEvent.SOURCE_UP)
                 async for msg in ws:
                     if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):

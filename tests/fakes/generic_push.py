@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -64,7 +64,7 @@ class PushServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> PushServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -19,7 +19,7 @@ from bot.events import EventKind
 from bot.privacy import ViewerHasher
 from bot.sources.base import ReconnectPolicy, SourceState
 from bot.sources.generic_json import MAX_MESSAGE_BYTES
-from bot.sources.generic_ws import GenericIngestServer, GenericWsClient, is_loopback
+from bot.sources.generic_ws import GenericIngestServer, GenericWsClient, is_loopback, safe_url
 from tests.fakes.generic_push import EventCollector, GenericPushServer, running, until
 
 HASHER = ViewerHasher.for_tests()
@@ -218,7 +218,12 @@ async def test_token_checked_on_non_loopback_bind(session: aiohttp.ClientSession
     async with running(srv, out):
         await srv.wait_started()
         url = srv.url  # ws://127.0.0.1:<port>/ingest: the server listens on every interface
-        for kwargs in ({}, {"headers": {"Authorization": "Bearer wrong"}}, {"params": {"token": "nope"}}):
+        attempts: list[dict[str, Any]] = [
+            {},
+            {"headers": {"Authorization": "Bearer wrong"}},
+            {"params": {"token": "nope"}},
+        ]
+        for kwargs in attempts:
             async with session.ws_connect(url, **kwargs) as ws:
                 msg = await ws.receive(timeout=5)
                 assert msg.type is WSMsgType.CLOSE, kwargs
@@ -366,3 +371,9 @@ async def test_client_stop_while_backing_off_returns_promptly() -> None:
     await asyncio.wait_for(task, 5)
     assert client.status.state is SourceState.STOPPED
     assert not client.running
+
+
+def test_logged_urls_never_carry_tokens() -> None:
+    assert safe_url("wss://user:pw@example.com:8443/push?token=abc#x") == "wss://example.com:8443/push"
+    assert safe_url("ws://[::1]:9000/ingest?token=abc") == "ws://[::1]:9000/ingest"
+    assert safe_url("ws://127.0.0.1:8888/") == "ws://127.0.0.1:8888/"
