@@ -81,6 +81,115 @@ class ScreenConfig(_Section):
     """Room snapshots pushed to every page per second (suggestions are pushed immediately)."""
 
 
+class ScriptSwitchConfig(_Section):
+    hold_s: int = Field(3, ge=0, le=120)
+    """A candidate segment's trigger must keep firing this many seconds before a switch is suggested."""
+    exit_ratio: float = Field(0.6, ge=0.1, le=1.0)
+    """Hysteresis: the current segment keeps the floor while one of its triggers reads at least this
+    share of its threshold."""
+    resuggest_s: int = Field(120, ge=0, le=3600)
+    """A switch to the same segment that was ignored or dismissed is not suggested again for this long."""
+    ttl_s: int = Field(60, ge=5, le=3600)
+    """A pending switch suggestion expires after this many seconds."""
+
+
+class CouponsConfig(_Section):
+    mode: Literal["confirm", "auto"] = "confirm"
+    """confirm: the host/operator marks each drop as done; auto: the drop happens at the countdown."""
+    cadence_s: int = Field(300, ge=30, le=7200)
+    """Base interval between coupon drops, seconds (leading rooms: about every 5 minutes)."""
+    budget: int = Field(10, ge=0, le=1000)
+    """Most coupon drops in one session."""
+    per_hour: int = Field(8, ge=0, le=120)
+    """Most coupon drops in any hour."""
+    cooldown_s: int = Field(90, ge=0, le=3600)
+    """Least time between two drops, also when a trigger pulls one forward."""
+    lead_s: int = Field(30, ge=0, le=600)
+    """Countdown: a drop is announced this many seconds before it is due."""
+    items: tuple[str, ...] = ("限时优惠券",)
+    """Coupons used in turn when the run-sheet lists none."""
+    hesitation_share: float = Field(0.12, ge=0.01, le=1.0)
+    """Price hesitation that pulls the next drop forward: negative or confused comments about price or
+    coupons, as a share of analysed comments in `hesitation_window_s`."""
+    hesitation_window_s: int = Field(60, ge=10, le=300)
+    """Window for price hesitation, seconds."""
+    hesitation_min_comments: int = Field(10, ge=1, le=100_000)
+    """Price hesitation needs at least this many analysed comments in its window."""
+    viewer_drop_share: float = Field(0.15, ge=0.01, le=1.0)
+    """A viewer count this share below its peak of the last `viewer_drop_window_s` pulls the next drop forward."""
+    viewer_drop_window_s: int = Field(120, ge=10, le=3600)
+    """Window for the viewer-count peak, seconds."""
+    viewer_drop_min_online: int = Field(20, ge=1, le=10_000_000)
+    """Viewer drops in rooms whose peak is below this are ignored (too small to mean anything)."""
+    ttl_s: int = Field(60, ge=5, le=3600)
+    """confirm mode: a drop not confirmed this many seconds after it was due expires."""
+
+
+class PromptsConfig(_Section):
+    target_per_min: float = Field(4.0, ge=0.5, le=20.0)
+    """Interaction prompts per minute to aim for (leading rooms: 3–5)."""
+    min_per_min: float = Field(3.0, ge=0.0, le=20.0)
+    """Lower end of the acceptable range; reports compare the achieved rate with it."""
+    max_per_min: float = Field(5.0, ge=0.5, le=30.0)
+    """Never more prompts per minute than this, also when catching up."""
+    min_chat_lines: int = Field(3, ge=0, le=10_000)
+    """Comments needed since the last prompt before a regular prompt (like chat-bot timers)."""
+    idle_after_s: int = Field(30, ge=5, le=3600)
+    """An idle prompt fires after this many seconds without a comment."""
+    no_repeat_s: int = Field(300, ge=0, le=7200)
+    """The same prompt is not used again within this many seconds (if the pool allows)."""
+    coupon_gap_s: int = Field(20, ge=0, le=600)
+    """No prompt within this many seconds of a coupon drop (either side)."""
+    response_s: int = Field(30, ge=5, le=300)
+    """Comments matching a prompt within this many seconds count as its response."""
+    ttl_s: int = Field(15, ge=5, le=600)
+    """A pending prompt suggestion expires after this many seconds."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PromptsConfig:
+        if not self.min_per_min <= self.target_per_min <= self.max_per_min:
+            raise ValueError("need min_per_min <= target_per_min <= max_per_min")
+        return self
+
+
+class AlertRulesConfig(_Section):
+    cooldown_s: int = Field(300, ge=10, le=86_400)
+    """One alert per rule (and topic) per this many seconds; firings in between are aggregated."""
+    min_comments: int = Field(15, ge=1, le=100_000)
+    """Share-based rules need at least this many analysed comments in the last 60 s."""
+    negative_share: float = Field(0.35, ge=0.05, le=1.0)
+    """Negative surge: share of negative comments in the last 60 s."""
+    confusion_rate: float = Field(0.25, ge=0.05, le=1.0)
+    """Confusion surge: share of confused questions about one topic in the last 60 s."""
+    collapse_ratio: float = Field(0.3, ge=0.01, le=1.0)
+    """Rate collapse: comments/min of the last 60 s below this share of the 4 minutes before."""
+    collapse_min_per_min: float = Field(20.0, ge=1.0, le=100_000.0)
+    """Rate collapse is only judged when the earlier rate was at least this many comments/min."""
+    distrust_min: int = Field(2, ge=1, le=10_000)
+    """Distrust words (骗/假货/退款…): alert at this many such comments in the last 60 s."""
+    source_down_s: int = Field(30, ge=1, le=3600)
+    """Source down: alert when a source has been disconnected this many seconds."""
+    ttl_s: int = Field(300, ge=10, le=86_400)
+    """A pending alert expires after this many seconds."""
+
+
+class AdvisorsConfig(_Section):
+    enabled: bool = True
+    """Run the advisors (script switch, coupons, prompts, alerts) on every room."""
+    script: str = Field("apparel", min_length=1, max_length=255)
+    """Default run-sheet: a name in scripts_library/ (apparel, beauty, food) or a path to a YAML file."""
+    tick_s: float = Field(1.0, ge=0.1, le=60.0)
+    """Seconds between advisor ticks (event time in replay)."""
+    review_below: float = Field(0.85, ge=0.0, le=1.0)
+    """A suggestion whose confidence is below this is marked needs_review."""
+    promo_per_min: int = Field(3, ge=1, le=60)
+    """Most promotional pushes (coupon drops and product/price announcements) in any minute."""
+    script_switch: ScriptSwitchConfig = ScriptSwitchConfig()
+    coupons: CouponsConfig = CouponsConfig()
+    prompts: PromptsConfig = PromptsConfig()
+    alerts: AlertRulesConfig = AlertRulesConfig()
+
+
 class SimulatorSourceConfig(_Section):
     kind: Literal["simulator"] = "simulator"
     seed: int = 7
@@ -109,6 +218,8 @@ class RoomConfig(_Section):
     """Room key used in logs, the store (session id) and the host screen."""
     sources: tuple[SourceConfig, ...] = Field(default_factory=_default_sources, min_length=1)
     """One or more sources; several sources make one merged multi-platform room."""
+    script: str = Field("", max_length=255)
+    """Run-sheet of this room (a scripts_library name or a YAML path); empty = `advisors.script`."""
 
 
 def _default_rooms() -> tuple[RoomConfig, ...]:
@@ -124,6 +235,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     status: StatusConfig = StatusConfig()
     screen: ScreenConfig = ScreenConfig()
+    advisors: AdvisorsConfig = AdvisorsConfig()
     rooms: tuple[RoomConfig, ...] = Field(default_factory=_default_rooms, min_length=1)
 
     @model_validator(mode="after")
