@@ -84,6 +84,19 @@ class _Bucket:
 
 
 @dataclass(frozen=True, slots=True)
+class RecentComment:
+    """One recent chat line with the flags advisors quote from (prompt responses, alert examples)."""
+
+    ts: int
+    text: str
+    sentiment: str | None = None
+    """neg / neu / pos; None when the comment was not analysed."""
+    confusion: bool = False
+    distrust: bool = False
+    topics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Question:
     ts: int
     topic: str
@@ -202,7 +215,9 @@ class SessionTotals:
 class RoomState:
     """Sliding-window view of one room; `apply()` events in, `window()`/`snapshot()` out."""
 
-    def __init__(self, room: str, *, question_horizon_s: int = 300, max_questions: int = 2000) -> None:
+    def __init__(
+        self, room: str, *, question_horizon_s: int = 300, max_questions: int = 2000, recent_comments: int = 5000
+    ) -> None:
         self.room = room
         self._ring = [_Bucket(-1) for _ in range(RING_S)]
         self._questions: deque[Question] = deque(maxlen=max_questions)
@@ -216,6 +231,8 @@ class RoomState:
         self.sources: dict[str, SourceStatus] = {}
         self.suggestions: deque[Suggestion] = deque(maxlen=500)
         self.segment: str | None = None
+        self.recent_comments: deque[RecentComment] = deque(maxlen=recent_comments)
+        """The last chat lines in arrival order (prompt-response matching, alert examples)."""
         self.degraded: bool = False
         self.now_ms: int = 0
 
@@ -255,8 +272,12 @@ class RoomState:
                 b.comments += 1
             if analysis is None:
                 tot.unanalyzed += 1
+                self.recent_comments.append(RecentComment(t, event.text))
             else:
                 self._apply_analysis(t, b, analysis)
+                self.recent_comments.append(RecentComment(
+                    t, event.text, analysis.sentiment, analysis.confusion, analysis.distrust, tuple(analysis.topics)
+                ))
         elif kind is EventKind.LIKE:
             tot.likes += event.count
             if b is not None:
