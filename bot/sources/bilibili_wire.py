@@ -185,9 +185,9 @@ def _walk_frame(data: bytes, depth: int = 0) -> Iterator[Packet | ProtocolError]
             )
             return
         yield from _expand(Packet(op, ver, seq, data[offset + header_len : end]), depth)
-        if op == Op.HEARTBEAT_REPLY:
+        if op == Op.HEARTBEAT_REPLY and depth == 0:
             # Quirk (bilibili.md §2 step 3): the server appends an echo of the client's heartbeat body after
-            # the 20 bytes that pack_len covers. Like blivedm, ignore the rest of the frame.
+            # the 20 bytes that pack_len covers. Like blivedm, ignore the rest of the websocket message.
             return
         offset = end
 
@@ -553,20 +553,22 @@ def _gift_value(coin_type: str, total_coin: int, price: int, num: int) -> float:
 
 
 def _send_gift(body: Mapping[str, Any], ctx: _Context) -> list[Event]:
-    data = _get(body, "data")
-    num = _opt_int(data, "num", default=1)
-    tid = _get(data, "tid", default=None)  # transaction id; `rnd` is shared by a batch, so not an id
+    num = _opt_int(body, "data", "num", default=1)
+    tid = _get(body, "data", "tid", default=None)  # transaction id; `rnd` is shared by a batch, so not an id
     return [
         ctx.event(
             EventKind.GIFT,
-            ts=_seconds_to_ms(_opt_int(data, "timestamp"), ctx.received_ts),
+            ts=_seconds_to_ms(_opt_int(body, "data", "timestamp"), ctx.received_ts),
             msg_id=f"gift:{tid}" if tid not in (None, "", 0, "0") else None,
-            gift_name=_str(_get(data, "giftName"), "data.giftName"),
+            gift_name=_str(_get(body, "data", "giftName"), "data.giftName"),
             count=num,
             value=_gift_value(
-                _opt_str(data, "coin_type"), _opt_int(data, "total_coin"), _opt_int(data, "price"), num
+                _opt_str(body, "data", "coin_type"),
+                _opt_int(body, "data", "total_coin"),
+                _opt_int(body, "data", "price"),
+                num,
             ),
-            **ctx.user(_req_int(data, "uid"), _opt_str(data, "uname")),
+            **ctx.user(_req_int(body, "data", "uid"), _opt_str(body, "data", "uname")),
         )
     ]
 
@@ -610,34 +612,32 @@ def _send_gift_v2(body: Mapping[str, Any], ctx: _Context) -> list[Event]:
 
 
 def _guard_buy(body: Mapping[str, Any], ctx: _Context) -> list[Event]:
-    data = _get(body, "data")
-    level = _opt_int(data, "guard_level")
-    num = _opt_int(data, "num", default=1)
+    level = _opt_int(body, "data", "guard_level")
+    num = _opt_int(body, "data", "num", default=1)
     return [
         ctx.event(
             EventKind.GIFT,
-            ts=_seconds_to_ms(_opt_int(data, "start_time"), ctx.received_ts),
-            gift_name=_opt_str(data, "gift_name") or GUARD_NAMES.get(level, f"guard{level}"),
+            ts=_seconds_to_ms(_opt_int(body, "data", "start_time"), ctx.received_ts),
+            gift_name=_opt_str(body, "data", "gift_name") or GUARD_NAMES.get(level, f"guard{level}"),
             count=num,
             # `price` is the unit price in gold (blivedm GuardBuyMessage); `num` counts months.
-            value=_req_int(data, "price") * num / GOLD_PER_YUAN,
-            **ctx.user(_req_int(data, "uid"), _opt_str(data, "username")),
+            value=_req_int(body, "data", "price") * num / GOLD_PER_YUAN,
+            **ctx.user(_req_int(body, "data", "uid"), _opt_str(body, "data", "username")),
         )
     ]
 
 
 def _super_chat(body: Mapping[str, Any], ctx: _Context) -> list[Event]:
-    data = _get(body, "data")
-    sc_id = _get(data, "id", default=None)
+    sc_id = _get(body, "data", "id", default=None)
     return [
         ctx.event(
             EventKind.GIFT,
-            ts=_seconds_to_ms(_opt_int(data, "start_time"), ctx.received_ts),
+            ts=_seconds_to_ms(_opt_int(body, "data", "start_time"), ctx.received_ts),
             msg_id=f"sc:{sc_id}" if sc_id not in (None, "") else None,
-            text=_opt_str(data, "message"),
-            gift_name=_opt_str(data, "gift", "gift_name") or SUPER_CHAT_GIFT_NAME,
-            value=_number(_get(data, "price"), "data.price"),  # whole yuan, not gold
-            **ctx.user(_req_int(data, "uid"), _opt_str(data, "user_info", "uname")),
+            text=_opt_str(body, "data", "message"),
+            gift_name=_opt_str(body, "data", "gift", "gift_name") or SUPER_CHAT_GIFT_NAME,
+            value=_number(_get(body, "data", "price"), "data.price"),  # whole yuan, not gold
+            **ctx.user(_req_int(body, "data", "uid"), _opt_str(body, "data", "user_info", "uname")),
         )
     ]
 
@@ -650,11 +650,10 @@ def _interact(ctx: _Context, uid: int, uname: str, msg_type: int, timestamp: int
 
 
 def _interact_word(body: Mapping[str, Any], ctx: _Context) -> list[Event]:
-    data = _get(body, "data")
     # The legacy JSON had top-level uid/uname; blivedm's last model read them from `uinfo`.
-    uid = _opt_int(data, "uid") or _opt_int(data, "uinfo", "uid")
-    uname = _opt_str(data, "uname") or _opt_str(data, "uinfo", "base", "name")
-    return _interact(ctx, uid, uname, _req_int(data, "msg_type"), _opt_int(data, "timestamp"))
+    uid = _opt_int(body, "data", "uid") or _opt_int(body, "data", "uinfo", "uid")
+    uname = _opt_str(body, "data", "uname") or _opt_str(body, "data", "uinfo", "base", "name")
+    return _interact(ctx, uid, uname, _req_int(body, "data", "msg_type"), _opt_int(body, "data", "timestamp"))
 
 
 def _interact_word_v2(body: Mapping[str, Any], ctx: _Context) -> list[Event]:
@@ -665,8 +664,9 @@ def _interact_word_v2(body: Mapping[str, Any], ctx: _Context) -> list[Event]:
 
 
 def _like_click(body: Mapping[str, Any], ctx: _Context) -> list[Event]:
-    data = _get(body, "data")
-    return [ctx.event(EventKind.LIKE, **ctx.user(_req_int(data, "uid"), _opt_str(data, "uname")))]
+    return [
+        ctx.event(EventKind.LIKE, **ctx.user(_req_int(body, "data", "uid"), _opt_str(body, "data", "uname")))
+    ]
 
 
 def _stats(path: tuple[str, ...], key: str) -> Callable[[Mapping[str, Any], _Context], list[Event]]:
