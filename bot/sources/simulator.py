@@ -427,7 +427,7 @@ class Simulator:
         """Online-count shape around 1.0: slow waves, a warm-up, and the segment's pull (smoothed)."""
         a, b = self._wave_phase
         wave = 1 + 0.22 * math.sin(2 * math.pi * t / 240 + a) + 0.08 * math.sin(2 * math.pi * t / 67 + b)
-        warm_up = min(1.0, 0.5 + t / 240)
+        warm_up = min(1.0, 0.7 + t / 400)
         # Blend the segment multiplier over the first 20 s of a segment, so the count drifts, not jumps.
         spec = self.spec_at(t)
         since = self._since_phase_start(t)
