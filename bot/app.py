@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.clock import Clock, EventTimeClock, SystemClock
 from bot.config import Config, ReplaySourceConfig, RoomConfig, SimulatorSourceConfig
@@ -24,6 +24,9 @@ from bot.pipeline import Pipeline
 from bot.privacy import ViewerHasher, load_or_create_salt
 from bot.sources.base import Source
 from bot.state import RoomState
+
+if TYPE_CHECKING:
+    from bot.outputs.screen import ScreenServer
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +93,50 @@ class App:
                 src = build_source(room, i, src_cfg, clock=self.clock, hasher=self.hasher, cfg=self.cfg)
                 self.sources.append(src)
                 state.sources[f"{src.status.platform}:{len(state.sources)}"] = src.status
+        self.screen: ScreenServer | None = None
+        if self.cfg.screen.enabled:
+            from bot.outputs.screen import RoomActions, ScreenServer
+
+            actions = RoomActions(
+                self.states, clock=self.clock, store=self.store, sessions=self.pipeline.sessions,
+                engine_for=self._engine_for,
+            )
+            self.screen = ScreenServer.from_config(
+                self.cfg.screen, snapshot_provider=self.screen_snapshots, action_handler=actions, clock=self.clock
+            )
         self._stop = asyncio.Event()
 
     @property
     def states(self) -> dict[str, RoomState]:
         return self.pipeline.states
 
+    def _engine_for(self, room: str) -> Any:
+        """The advisor engine running `room` (screen actions go to it), or None without advisors."""
+        engines = getattr(self, "engines", None)
+        if isinstance(engines, dict):
+            return engines.get(room)
+        return getattr(self, "engine", None)
+
+    def screen_snapshots(self) -> dict[str, dict[str, Any]]:
+        """Every room's snapshot at the clock's now (quiet rooms age too), for the host screen."""
+        now = self.clock.now_ms()
+        return {room: st.snapshot(now) for room, st in self.states.items()}
+
     def request_stop(self) -> None:
         """Signal-safe: SIGINT/SIGTERM only ask for a stop; run() does the ordered shutdown."""
         self._stop.set()
 
     async def run(self, *, duration_s: float | None = None) -> None:
+        if self.screen is not None:
+            try:
+                await self.screen.start()
+            except BaseException:
+                self.pipeline.close()
+                if self.store is not None:
+                    self.store.close()
+                raise
+            hint = "  (地址需带 ?token=…)" if self.cfg.screen.token or self.cfg.screen.control_token else ""
+            print(f"主播屏: {self.screen.url}  场控: {self.screen.control_url}{hint}", file=self.out, flush=True)
         pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         source_tasks = [
             asyncio.create_task(self._run_source(s), name=f"source-{s.status.name}") for s in self.sources
@@ -152,6 +188,13 @@ class App:
             self.store.close()
         with contextlib.suppress(asyncio.CancelledError):
             await status_task
+        if self.screen is not None:
+            # Last: pages keep showing the final state until the end, then get GOING_AWAY.
+            try:
+                async with asyncio.timeout(5):
+                    await self.screen.stop()
+            except TimeoutError:
+                log.error("host screen did not stop within 5 s")
 
     async def _status_loop(self) -> None:
         if not self.cfg.status.terminal:
