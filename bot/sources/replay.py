@@ -190,7 +190,10 @@ def _csv_delimiter(header_line: str) -> str:
 
 def _looks_like_csv_header(line: str) -> bool:
     delimiter = _csv_delimiter(line)
-    cells = [_norm_header(c) for c in next(csv.reader([line], delimiter=delimiter), [])]
+    try:
+        cells = [_norm_header(c) for c in next(csv.reader([line], delimiter=delimiter), [])]
+    except csv.Error:
+        return False
     if len(cells) < 2:
         return False
     return any(c in TEXT_COLUMNS for c in cells) and any(c in TIME_COLUMNS + USER_COLUMNS for c in cells)
@@ -419,7 +422,10 @@ def _read_csv(lines: Iterable[_Line], r: _Reader, delimiter: str | None) -> Iter
     if first is None:
         return
     delimiter = delimiter or _csv_delimiter(first)
-    header = [_norm_header(c) for c in next(csv.reader([first], delimiter=delimiter), [])]
+    try:
+        header = [_norm_header(c) for c in next(csv.reader([first], delimiter=delimiter), [])]
+    except csv.Error as exc:
+        raise SourceError(f"{r.path}: unreadable CSV header ({exc})") from None
     text_col = _find_column(header, TEXT_COLUMNS)
     if text_col is None:
         raise SourceError(
@@ -436,7 +442,16 @@ def _read_csv(lines: Iterable[_Line], r: _Reader, delimiter: str | None) -> Iter
     header_line = r.stats.lines_read
     produced = 0
     previous_end = header_line
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a NUL byte or an oversized field; the reader goes on with the next line
+            end = header_line + reader.line_num
+            first_line, previous_end = previous_end + 1, end
+            r.skip(first_line, SkipReason.BAD_ROW, f"unreadable CSV row ({exc})")
+            continue
         # csv line numbers count from the header line, which the reader above did not see.
         end = header_line + reader.line_num
         first_line, previous_end = previous_end + 1, end
@@ -867,6 +882,7 @@ class ReplaySource:
             status.last_error = str(exc)
             status.errors += 1
             raise
+        status.errors = self.stats.skipped_total
         status.state = SourceState.STOPPED if self._stop_requested else SourceState.FINISHED
 
     async def _play(self, emit: Emit) -> None:

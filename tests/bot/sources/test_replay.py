@@ -6,9 +6,12 @@ import asyncio
 import itertools
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.clock import ManualClock
 from bot.errors import SourceError
@@ -588,3 +591,50 @@ def test_replayed_events_are_valid_generic_json() -> None:
         for event in read(DATA / name, store_names=True)[0]:
             again = parse_event(json.loads(event.to_line()), hasher=None, received_ts=0, store_names=True)
             assert again == event, name
+
+
+# --- fuzzing ------------------------------------------------------------------------------------------------
+
+FORMATS = [f.value for f in ReplayFormat]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=1500), fmt=st.sampled_from(FORMATS))
+def test_arbitrary_bytes_never_crash_a_reader(data: bytes, fmt: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "fuzz.log"
+        log.write_bytes(data)
+        stats = ReplayStats(path=str(log))
+        try:
+            events = list(read_events(log, hasher=HASHER, fmt=fmt, stats=stats))
+        except SourceError:
+            return  # UTF-16 BOM, or a CSV header without a text column: reported, not crashed
+        assert stats.events == len(events)
+        assert all(e.kind is not EventKind.CHAT or e.text.strip() for e in events)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.sampled_from((DATA / "danmaku.xml").read_text(encoding="utf-8").splitlines()),
+            st.text(alphabet='<>/d p="&;1,.abc弹幕\n', max_size=30),
+        ),
+        max_size=30,
+    ),
+    chunk=st.integers(min_value=1, max_value=300),
+)
+def test_xml_chunk_size_never_changes_the_events(lines: list[str], chunk: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "fuzz.xml"
+        log.write_text("\n".join(lines), encoding="utf-8")
+        reference = read(log, start_ts=T0)
+        saved = replay._XML_CHUNK_CHARS
+        replay._XML_CHUNK_CHARS = chunk
+        try:
+            chunked = read(log, start_ts=T0)
+        finally:
+            replay._XML_CHUNK_CHARS = saved
+        assert chunked[0] == reference[0]
+        assert chunked[1].skipped == reference[1].skipped
+        assert chunked[1].examples == reference[1].examples
