@@ -29,10 +29,10 @@ SENTIMENT_FILE = LEXICON_DIR / "sentiment.yaml"
 CONFUSION_FILE = LEXICON_DIR / "confusion.yaml"
 
 # Softmax offsets and slope: with no polar phrase P(neu) ~ 0.8; one plain polar phrase (weight 1.5)
-# makes its side win with ~0.6; two make it ~0.9. P(pos) starts slightly above P(neg), which breaks
-# ties on neg/pos-only data toward pos (the more common reading of a lexicon-less review).
-_NEG_OFFSET = -2.1
-_POS_OFFSET = -2.0
+# makes its side win with ~0.55; two make it ~0.9. P(neg) starts slightly above P(pos): on neg/pos-only
+# data a text with no polar phrase is more often a complaint (complaints tell facts: 一个半小时才送到).
+_NEG_OFFSET = -2.0
+_POS_OFFSET = -2.05
 _SLOPE = 1.5
 # Past this length a text without polar words is a review or a story, not a neutral chat line.
 _LONG_TEXT = 40
@@ -47,7 +47,32 @@ _IMPERATIVE_NEGATORS = frozenset({"别", "不要"})
 
 
 def _alternation(words: Sequence[str]) -> str:
-    return "|".join(re.escape(w) for w in sorted(set(words), key=lambda w: (-len(w), w)))
+    """A regex matching any of words, longest first, factored into a trie.
+
+    Python's ``re`` tries the branches of ``a|b|c`` one by one at every position; with hundreds of
+    phrases a prefix trie (``好(?:看|听)?``) makes the scan several times faster, with the same matches.
+    """
+    trie: dict[str, Any] = {}
+    for word in set(words):
+        if not word:
+            continue
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    return _trie_pattern(trie)
+
+
+def _trie_pattern(node: dict[str, Any]) -> str:
+    terminal = "" in node
+    leaves = sorted(ch for ch, child in node.items() if ch and list(child) == [""])
+    branches = [re.escape(ch) + _trie_pattern(child) for ch, child in sorted(node.items()) if ch and list(child) != [""]]
+    if leaves:
+        branches.append(re.escape(leaves[0]) if len(leaves) == 1 else "[" + "".join(map(re.escape, leaves)) + "]")
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 and not terminal and len(node) == 1 else "(?:" + "|".join(branches) + ")"
+    return body + "?" if terminal else body
 
 
 def _words(value: Any, where: str) -> list[str]:

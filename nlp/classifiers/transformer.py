@@ -1,0 +1,258 @@
+"""Transformer classifier: a small char-level BERT with a sentiment head and a confusion head, on CPU.
+
+The model (``LiveCommentForSequenceClassification``) is one encoder plus a "wide" part: hashed character
+n-grams (uni/bi/tri-grams, including the [CLS]/[SEP] boundaries) whose learned weights are added to the
+logits, fastText-style. The encoder reads order and context (吗 at the end, 不 before 好看); the n-gram
+table memorises the phrases that decide long reviews. Both live in one ``PreTrainedModel`` saved with
+safetensors, so ``AutoModelForSequenceClassification.from_pretrained(dir)`` loads it once this module
+has been imported (it registers the config and model classes).
+
+Logits are ``[neg, neu, pos, confusion]``: a softmax over the first three, a sigmoid on the fourth. Any
+other AutoModelForSequenceClassification checkpoint with the same 4-logit layout works too.
+
+The shipped weights live in ``nlp/models/livecomment-zh/`` (built by ``livebot train``, see its MODEL_CARD.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from bot.errors import ModelError
+from nlp.classifiers.base import Prediction
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "livecomment-zh"
+"""The model shipped with livebot (package data next to this module's package)."""
+MODEL_SETTING = "classifier.model"
+"""The config key users set to choose a model; errors name it."""
+
+NUM_LOGITS = 4
+"""neg, neu, pos, confusion."""
+_NGRAM_PRIMES = (1_000_003, 998_244_353, 19_260_817)
+
+
+class LiveCommentConfig(BertConfig):
+    """BERT config plus the wide n-gram part and the pooling of the heads."""
+
+    model_type = "livecomment_bert"
+
+    def __init__(
+        self,
+        ngram_buckets: int = 0,
+        ngram_orders: Sequence[int] = (1, 2, 3),
+        max_text_chars: int = 96,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("num_labels", NUM_LOGITS)
+        super().__init__(**kwargs)
+        self.ngram_buckets = int(ngram_buckets)
+        """Hash buckets of the n-gram table (0 = no wide part)."""
+        self.ngram_orders = [int(n) for n in ngram_orders]
+        self.max_text_chars = int(max_text_chars)
+        """Texts longer than this keep their head and tail (the verdict of a review is often at the end)."""
+
+
+class LiveCommentForSequenceClassification(PreTrainedModel):
+    """Char-level BERT encoder + hashed n-gram logits → [neg, neu, pos, confusion] logits."""
+
+    config_class = LiveCommentConfig
+    base_model_prefix = "bert"
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: LiveCommentConfig) -> None:
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.head = nn.Linear(2 * config.hidden_size, NUM_LOGITS)
+        self.ngrams = nn.Embedding(config.ngram_buckets, NUM_LOGITS) if config.ngram_buckets else None
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self.ngrams:
+            nn.init.zeros_(module.weight)
+
+    def ngram_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean of the hashed n-gram weights over every window that lies inside the text."""
+        assert self.ngrams is not None
+        buckets = self.config.ngram_buckets
+        ids = input_ids.long()
+        valid = attention_mask.bool()
+        total = torch.zeros(ids.shape[0], NUM_LOGITS, dtype=self.ngrams.weight.dtype, device=ids.device)
+        count = torch.zeros(ids.shape[0], 1, dtype=total.dtype, device=ids.device)
+        for order in self.config.ngram_orders:
+            width = ids.shape[1] - order + 1
+            if width <= 0:
+                continue
+            # Reduce after every step so the products stay far from int64 overflow.
+            h = torch.full_like(ids[:, :width], order * 7919)
+            ok = torch.ones_like(valid[:, :width])
+            for k in range(order):
+                h = torch.remainder(h * _NGRAM_PRIMES[k] + ids[:, k : k + width], buckets)
+                ok = ok & valid[:, k : k + width]
+            weights = self.ngrams(h) * ok.unsqueeze(-1).to(total.dtype)
+            total = total + weights.sum(dim=1)
+            count = count + ok.sum(dim=1, keepdim=True).to(total.dtype)
+        return total / count.clamp_min(1.0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        pooled = torch.cat([hidden[:, 0], mean], dim=-1)
+        logits = self.head(self.dropout(pooled))
+        if self.ngrams is not None:
+            logits = logits + self.ngram_logits(input_ids, attention_mask)
+        return SequenceClassifierOutput(logits=logits)
+
+
+AutoConfig.register(LiveCommentConfig.model_type, LiveCommentConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    LiveCommentConfig, LiveCommentForSequenceClassification, exist_ok=True
+)
+
+
+def clip_text(text: str, max_chars: int) -> str:
+    """Keep the head and the tail of an over-long text (2/3 head, 1/3 tail)."""
+    if len(text) <= max_chars:
+        return text
+    head = (max_chars * 2) // 3
+    return text[:head] + text[len(text) - (max_chars - head) :]
+
+
+def resolve_model(model: str | Path | None, *, allow_hub: bool) -> tuple[str, bool]:
+    """Where to load from: (path or hub name, is_local). Empty means the shipped model.
+
+    Raises:
+        ModelError: the directory does not exist (or is not a model) and hub loading is off.
+    """
+    if model is None or str(model).strip() == "":
+        path = MODEL_DIR
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"{MODEL_SETTING}: the shipped model is missing from {path}; "
+                "run `livebot train` or set classifier.model to a model directory"
+            )
+        return str(path), True
+    text = str(model).strip()
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{MODEL_SETTING}: {text!r} is a directory but holds no config.json")
+        return str(path), True
+    looks_local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
+    if looks_local or not allow_hub:
+        hint = "" if looks_local else " and hub loading is off (classifier.allow_hub = false)"
+        raise ModelError(f"{MODEL_SETTING}: no model directory at {text!r}{hint}")
+    return text, False
+
+
+class TransformerClassifier:
+    """Batched CPU inference with a livecomment model (or any 4-logit sequence classifier).
+
+    Args:
+        model: a local model directory or hub name; empty = the shipped model.
+        allow_hub: let transformers fetch ``model`` from the hub (off = offline only).
+        threads: torch intra-op threads (process-wide); None leaves torch's setting alone.
+        batch_size: most texts in one forward pass; a larger input is split.
+        quantize: dynamic int8 quantisation of the Linear layers.
+    """
+
+    name = "transformer"
+
+    def __init__(
+        self,
+        model: str | Path | None = "",
+        *,
+        allow_hub: bool = False,
+        threads: int | None = 2,
+        batch_size: int = 256,
+        quantize: bool = False,
+    ) -> None:
+        if threads is not None:
+            torch.set_num_threads(max(1, int(threads)))
+        source, local = resolve_model(model, allow_hub=allow_hub)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local or not allow_hub)
+            net = AutoModelForSequenceClassification.from_pretrained(
+                source, local_files_only=local or not allow_hub
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{MODEL_SETTING}: cannot load model {source!r}: {reason}") from exc
+        if net.config.num_labels != NUM_LOGITS:
+            raise ModelError(
+                f"{MODEL_SETTING}: model {source!r} has {net.config.num_labels} labels, "
+                f"expected {NUM_LOGITS} (neg, neu, pos, confusion)"
+            )
+        net.eval()
+        if quantize:
+            net = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+        self.model = net
+        self.source = source
+        self.batch_size = max(1, int(batch_size))
+        self.max_chars = int(getattr(net.config, "max_text_chars", 0) or 0) or 510
+        self._backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        self._pad_id = int(self.tokenizer.pad_token_id or 0)
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        clipped = [clip_text(t, self.max_chars) for t in texts]
+        if self._backend is not None:
+            return [enc.ids for enc in self._backend.encode_batch(clipped)]
+        return [list(ids) for ids in self.tokenizer(clipped)["input_ids"]]
+
+    def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+        return torch.softmax(logits[:, :3], dim=-1), torch.sigmoid(logits[:, 3])
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Classify normalised texts; output order equals input order."""
+        if not texts:
+            return []
+        ids = self._encode(texts)
+        # Sorting by length makes every forward pass pad to a near-equal width.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list[Prediction | None] = [None] * len(ids)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                probs, confusion = self._forward([ids[i] for i in chunk])
+                probs_list = probs.tolist()
+                conf_list = confusion.tolist()
+                for k, i in enumerate(chunk):
+                    p = probs_list[k]
+                    out[i] = Prediction(sentiment_probs=(p[0], p[1], p[2]), confusion_score=conf_list[k])
+        return [p for p in out if p is not None]
