@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import csv
 import html
 import json
@@ -40,7 +41,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Generator, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -740,8 +741,8 @@ def read_events(
     start_ts: int | None = None,
     store_names: bool = False,
     stats: ReplayStats | None = None,
-) -> Iterator[Event]:
-    """Read a replay file lazily, in file order.
+) -> Generator[Event, None, None]:
+    """Read a replay file lazily, in file order; close() the generator to release the file early.
 
     The file is opened and sniffed now (so a missing file fails here); lines are read as the iterator is
     consumed.
@@ -798,7 +799,7 @@ def _read_format(file: Path, r: _Reader, fmt: ReplayFormat, encoding: str) -> It
     return _read_text(lines, r)
 
 
-def _counted(events: Iterator[Event], r: _Reader) -> Iterator[Event]:
+def _counted(events: Iterator[Event], r: _Reader) -> Generator[Event, None, None]:
     stats = r.stats
     r.log.info("reading %s (%s)", stats.format, stats.encoding)
     for event in events:
@@ -887,8 +888,14 @@ class ReplaySource:
 
     async def _play(self, emit: Emit) -> None:
         status = self.status
-        events = read_events(self._path, hasher=self._hasher, stats=self.stats, **self._options)
-        status.state = SourceState.CONNECTED
+        with contextlib.closing(
+            read_events(self._path, hasher=self._hasher, stats=self.stats, **self._options)
+        ) as events:
+            status.state = SourceState.CONNECTED
+            await self._emit_all(events, emit)
+
+    async def _emit_all(self, events: Iterator[Event], emit: Emit) -> None:
+        status = self.status
         first_ts: int | None = None
         first_clock = 0
         for event in events:

@@ -495,9 +495,11 @@ async def test_replay_source_paces_at_speed_on_the_clock(tmp_path: Path) -> None
     clock = ManualClock(start_ms=5_000_000)
     source = ReplaySource(log, hasher=HASHER, clock=clock, speed=2.0)
     got: list[tuple[int, str]] = []
+    emitted: list[Event] = []
 
     async def emit(event: Event) -> None:
         got.append((clock.now_ms(), event.text))
+        emitted.append(event)
 
     task = asyncio.create_task(source.run(emit))
     await settle()
@@ -518,7 +520,7 @@ async def test_replay_source_paces_at_speed_on_the_clock(tmp_path: Path) -> None
     await asyncio.wait_for(task, 1)
     assert source.status.state is SourceState.FINISHED
     # received_ts is event time, not the replay's wall clock: paced and fast runs give equal events.
-    assert source.status.messages == 4
+    assert source.status.messages == 4 and emitted == read(log)[0]
 
 
 async def test_replay_source_stop_cuts_a_pacing_sleep_short(tmp_path: Path) -> None:
