@@ -492,7 +492,7 @@ class Simulator:
             kind=kind,
             ts=ts,
             received_ts=ts,
-            msg_id=f"sim-{self.seed}-{room.next_seq()}",
+            msg_id=f"sim-{self.seed}-{room.start_ts}-{room.next_seq()}",  # unique across restarts
             **fields,  # type: ignore[arg-type]
         )
 
