@@ -271,7 +271,7 @@ class BilibiliSource:
             if reason is None or self._stopping:
                 return
             self.status.reconnects += 1
-            if self.status.state is not SourceState.RECONNECTING:
+            if self.status.down_since_ms is None:
                 self.status.down_since_ms = self._clock.now_ms()
             self.status.state = SourceState.RECONNECTING
             delay = self._policy.next_delay()
@@ -549,6 +549,9 @@ class BilibiliSource:
             await asyncio.wait(tasks)
         reason = next(iter(done)).result()
         if not self._stopping:
+            # Status first, so whoever handles source_down already sees RECONNECTING.
+            self.status.state = SourceState.RECONNECTING
+            self.status.down_since_ms = self._clock.now_ms()
             await emit(self._system_event(SystemEvent.SOURCE_DOWN))
         return reason
 
