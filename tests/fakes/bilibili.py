@@ -333,6 +333,7 @@ class FakeBilibili:
         silent_auths: int = 0,
         answer_heartbeats: bool = True,
         popularity: int = 1,
+        stale_wbi_key: bool = False,
     ) -> None:
         self.room_id = room_id
         self.short_id = short_id
@@ -348,6 +349,8 @@ class FakeBilibili:
         """Never reply to this many of the next AUTH packets (the client must time out)."""
         self.answer_heartbeats = answer_heartbeats
         self.popularity = popularity
+        self.stale_wbi_key = stale_wbi_key
+        """Serve WBI key material in nav that getDanmuInfo does not accept (signatures fail with -352)."""
 
         self.requests: list[tuple[str, dict[str, str], str]] = []
         """(path, query, Cookie header) of every HTTP request."""
@@ -441,7 +444,8 @@ class FakeBilibili:
 
     async def _nav(self, request: web.Request) -> web.Response:
         self._record(request)
-        data: dict[str, Any] = {"wbi_img": {"img_url": WBI_IMG_URL, "sub_url": WBI_SUB_URL}}
+        img_url = WBI_IMG_URL.replace("7cd0", "0000") if self.stale_wbi_key else WBI_IMG_URL
+        data: dict[str, Any] = {"wbi_img": {"img_url": img_url, "sub_url": WBI_SUB_URL}}
         if self.sessdata is not None and self._cookies(request).get("SESSDATA") == self.sessdata:
             data.update(isLogin=True, mid=self.viewer_mid, uname="已登录的场控")
             return web.json_response({"code": 0, "message": "0", "data": data})

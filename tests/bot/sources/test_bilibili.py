@@ -320,6 +320,8 @@ async def test_rejected_auth_forces_a_new_bootstrap() -> None:
     assert [auth["key"] for auth in server.auths] == ["tk1", "tk2"]
     assert server.tokens == ["tk1", "tk2"]
     assert source.bootstraps == 2
+    # The WBI key is cached (bilibili.md §6): the second bootstrap skips nav.
+    assert [path for path, _, _ in server.requests].count("/x/web-interface/nav") == 1
     assert sink.system() == ["source_up"]  # never up before the rejection
     assert "auth rejected" in (source.status.last_error or "")
 
@@ -415,3 +417,45 @@ def test_cookie_and_host_list_parsing() -> None:
     assert hosts == (DanmuHost("zj-cn-live-comet.chat.bilibili.com", 443),)
     assert hosts[0].url == "wss://zj-cn-live-comet.chat.bilibili.com:443/sub"
     assert parse_host_list(None) == ()
+
+
+async def test_large_frames_are_decoded_off_the_loop_in_order(
+    server: fake.FakeBilibili, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.sources import bilibili
+
+    monkeypatch.setattr(bilibili, "EXECUTOR_FRAME_BYTES", 64)
+    source, sink = make_source(server), Collector()
+    async with running(source, sink):
+        await sink.wait_up()
+        for i in range(5):
+            await server.push(
+                fake.brotli_frame(*(fake.danmu(f"{i}-{j}", id_str=f"{i}-{j}") for j in range(3)))
+            )
+        await sink.wait_texts("4-2")
+    assert sink.chats() == [f"{i}-{j}" for i in range(5) for j in range(3)]
+
+
+async def test_repeated_failures_bootstrap_again(server: fake.FakeBilibili) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{probe.getsockname()[1]}/sub"
+    source, sink = make_source(server, ws_url=dead), Collector()
+    async with running(source, sink):
+        await until(lambda: source.bootstraps >= 2)
+    # Every max(3, len(host_list)) failed attempts in a row redo the bootstrap (bilibili.md §5).
+    assert source.status.reconnects >= 3
+    assert server.tokens[:2] == ["tk1", "tk2"]
+    assert source.status.state is SourceState.STOPPED
+
+
+async def test_rejected_wbi_signature_degrades_to_no_token(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    async with fake.FakeBilibili(stale_wbi_key=True) as server:
+        source, sink = make_source(server), Collector()
+        async with running(source, sink):
+            await sink.wait_up()
+        assert server.violations == []
+    assert server.tokens == []
+    assert "key" not in server.auths[0]
+    assert "getDanmuInfo returned code -352" in caplog.text

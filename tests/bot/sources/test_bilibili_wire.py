@@ -16,6 +16,7 @@ from bot.events import EventKind
 from bot.privacy import ViewerHasher
 from bot.sources import bilibili_proto as proto
 from bot.sources.bilibili_wire import (
+    COMMAND_HANDLERS,
     HEADER_LEN,
     AuthReply,
     Command,
@@ -405,7 +406,7 @@ def test_protobuf_type_mismatches_are_protocol_errors():
     assert message.text_or_int(1) == "5" and message.text_or_int(2) == "x"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.dictionaries(
         st.integers(1, 2000),
@@ -632,6 +633,36 @@ def test_malformed_payload_is_skipped_when_collecting_errors():
     events, unknown = commands_to_events(commands, room="r", hasher=HASHER, received_ts=1, errors=errors)
     assert [e.stats for e in events] == [{"online": 42}]
     assert len(errors) == 1 and errors[0].key == "data.price"
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=8,
+)
+_PAYLOAD_KEYS = ["data", "info", "uid", "num", "price", "pb", "giftName", "msg_type", "count", "live_key"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(sorted(COMMAND_HANDLERS)),
+    st.dictionaries(st.sampled_from(_PAYLOAD_KEYS), _JSON, max_size=4),
+    st.dictionaries(st.sampled_from(_PAYLOAD_KEYS), _JSON, max_size=6),
+)
+def test_any_payload_shape_raises_only_protocol_error(cmd, top, data):
+    body = {**top, "cmd": cmd}
+    if data:
+        body["data"] = data
+    try:
+        events_of(body)
+    except ProtocolError:
+        pass
 
 
 def test_decode_benchmark_reports_a_rate():
