@@ -454,6 +454,9 @@ def _webhook_alert(s: Suggestion, ctx: RenderContext) -> RenderedMessage:
     ]
     if s.reason:
         lines.append(f"情况：{s.reason}")
+    examples = [_clip(e, _EXAMPLE_CHARS) for e in s.examples[:MAX_EXAMPLES] if e.strip()]
+    if examples:
+        lines.append("例句：" + " ".join(f"「{e}」" for e in examples))
     if s.text:
         lines.append(f"建议：{s.text}")
     if ctx.screen_url:

@@ -206,22 +206,36 @@ class RobotSender:
         return pending, None
 
     async def _wait(self, until_ms: int | None) -> None:
-        self._deadline_ms = until_ms
-        self._waiting = True
-        try:
-            if until_ms is None:
-                await self._wake.wait()
-                return
-            wake = asyncio.ensure_future(self._wake.wait())
-            sleep = asyncio.ensure_future(self._clock.sleep(max(0, until_ms - self._clock.now_ms()) / 1000))
+        """Sleep on the clock until `until_ms` (None: forever) or until `wake()`."""
+        if until_ms is None:
+            self._waiting = True
             try:
-                await asyncio.wait({wake, sleep}, return_when=asyncio.FIRST_COMPLETED)
+                await self._wake.wait()
             finally:
-                wake.cancel()
-                sleep.cancel()
+                self._waiting = False
+            return
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            while not wake.done():
+                now = self._clock.now_ms()
+                if now >= until_ms:
+                    return
+                sleep = asyncio.ensure_future(self._clock.sleep((until_ms - now) / 1000))
+                try:
+                    # Let the sleep register with the clock before reporting idle: a test that advances a
+                    # ManualClock in between would otherwise move time under a sleeper that isn't there yet.
+                    await asyncio.sleep(0)
+                    if self._clock.now_ms() != now:
+                        continue  # time moved while registering; recompute the delay
+                    self._deadline_ms = until_ms
+                    self._waiting = True
+                    await asyncio.wait({wake, sleep}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._waiting = False
+                    self._deadline_ms = None
+                    sleep.cancel()
         finally:
-            self._waiting = False
-            self._deadline_ms = None
+            wake.cancel()
 
     async def _send(self, batch: list[Delivery]) -> None:
         now = self._clock.now_ms()

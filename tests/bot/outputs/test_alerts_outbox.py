@@ -49,7 +49,9 @@ def test_outbox_round_trip_states_and_reopen(tmp_path: Path) -> None:
     box.open()
     assert box.enqueue(sug(1), ["a", "b"], 10) == ["a", "b"]
     assert box.enqueue(sug(1), ["a", "b"], 11) == []  # same alert again: nothing new
-    assert box.enqueue(sug(2), ["a", "b"], 12, failed={"b": "robot disabled: code=310000 sign not match"}) == ["a"]
+    assert box.enqueue(
+        sug(2), ["a", "b"], 12, failed={"b": "robot disabled: code=310000 sign not match"}
+    ) == ["a"]
     pending = box.pending("a")
     assert [d.alert_id for d in pending] == [sug(1).id, sug(2).id]
     assert pending[0].suggestion == sug(1)
@@ -190,7 +192,9 @@ def test_routing_by_rule_severity_room_and_kind() -> None:
 def test_quiet_hours_wrap_midnight_and_never_silence_a_live_room() -> None:
     live = {"live-room"}
     cfg = AlertsConfig(
-        robots=(robot("ops"),), quiet_hours="23:30-08:00", rooms={"night-shift": {"quiet_hours": ""}}  # type: ignore[dict-item]
+        robots=(robot("ops"),),
+        quiet_hours="23:30-08:00",
+        rooms={"night-shift": {"quiet_hours": ""}},  # type: ignore[dict-item]
     )
     router = AlertRouter(cfg, is_live=lambda room: room in live)
     quiet = sug(1, room="ended-room")

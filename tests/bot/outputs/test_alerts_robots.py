@@ -93,7 +93,9 @@ def test_feishu_sign_matches_the_spec_worked_example_and_not_the_dingtalk_mistak
 def test_build_request_signs_per_platform() -> None:
     now = 1700000000000
     ding = build_request(robot("dingtalk", secret="SECexampleSecretForDocsOnly002"), {"msgtype": "text"}, now)
-    assert ding.url.endswith("&timestamp=1700000000000&sign=mUhur4BScP1imQbEEABM88UN9b5S%2FXBdHZFn%2BZacrjU%3D")
+    assert ding.url.endswith(
+        "&timestamp=1700000000000&sign=mUhur4BScP1imQbEEABM88UN9b5S%2FXBdHZFn%2BZacrjU%3D"
+    )
 
     feishu = build_request(robot("feishu", secret="exampleFeishuSecret000"), {"msg_type": "text"}, now)
     body = json.loads(feishu.body)
@@ -104,8 +106,10 @@ def test_build_request_signs_per_platform() -> None:
     hook = build_request(robot("webhook", secret="s3cret-key"), {"id": "x"}, now)
     assert hook.headers["X-Livebot-Timestamp"] == "1700000000"
     expected = hmac.new(b"s3cret-key", b"1700000000." + hook.body, hashlib.sha256).hexdigest()
-    assert hook.headers["X-Livebot-Signature"] == f"sha256={expected}" == webhook_signature(
-        "s3cret-key", 1700000000, hook.body
+    assert (
+        hook.headers["X-Livebot-Signature"]
+        == f"sha256={expected}"
+        == webhook_signature("s3cret-key", 1700000000, hook.body)
     )
 
     wecom = build_request(robot("wecom"), {"msgtype": "text"}, now)
@@ -160,7 +164,9 @@ def test_platform_bodies_and_mentions() -> None:
     assert "<@zhangsan>" in wecom_md["markdown"]["content"]
     assert '<font color="warning">严重</font>' in wecom_md["markdown"]["content"]
 
-    wecom_text = render_alert(robot("wecom", format="text", mentions=("zhangsan", "13800001111", "all")), s, CTX)
+    wecom_text = render_alert(
+        robot("wecom", format="text", mentions=("zhangsan", "13800001111", "all")), s, CTX
+    )
     assert wecom_text.payload["text"]["mentioned_list"] == ["zhangsan", "@all"]
     assert wecom_text.payload["text"]["mentioned_mobile_list"] == ["13800001111"]
 
@@ -189,7 +195,18 @@ def test_platform_bodies_and_mentions() -> None:
 def test_generic_webhook_body_follows_the_project_schema() -> None:
     s = alert(data={"count": 45, "platform": "bilibili"})
     body = render_alert(robot("webhook"), s, CTX).payload
-    assert set(body) == {"id", "rule", "severity", "room", "platform", "title", "text", "count", "examples", "ts"}
+    assert set(body) == {
+        "id",
+        "rule",
+        "severity",
+        "room",
+        "platform",
+        "title",
+        "text",
+        "count",
+        "examples",
+        "ts",
+    }
     assert body["id"] == s.id and body["rule"] == "negative_surge" and body["severity"] == "warn"
     assert body["count"] == 45 and body["platform"] == "bilibili" and body["ts"] == s.created_ts
     assert body["examples"] == ["骗人的吧", "假货别买", "退款怎么这么慢"]
@@ -238,19 +255,43 @@ def test_digest_of_several_rooms_names_each_room() -> None:
     ("kind", "status", "body", "verdict", "code"),
     [
         ("wecom", 200, {"errcode": 0, "errmsg": "ok"}, Verdict.OK, "0"),
-        ("wecom", 200, {"errcode": 45009, "errmsg": "api freq out of limit, hint: [x]"}, Verdict.RETRY, "45009"),
-        ("wecom", 200, {"errcode": 93000, "errmsg": "invalid webhook url, hint: [x]"}, Verdict.ROBOT, "93000"),
+        (
+            "wecom",
+            200,
+            {"errcode": 45009, "errmsg": "api freq out of limit, hint: [x]"},
+            Verdict.RETRY,
+            "45009",
+        ),
+        (
+            "wecom",
+            200,
+            {"errcode": 93000, "errmsg": "invalid webhook url, hint: [x]"},
+            Verdict.ROBOT,
+            "93000",
+        ),
         ("wecom", 200, {"errcode": 93004, "errmsg": "robot disabled"}, Verdict.ROBOT, "93004"),
         ("wecom", 200, {"errcode": 93008, "errmsg": "not in group"}, Verdict.ROBOT, "93008"),
         ("wecom", 200, {"errcode": 44004, "errmsg": "empty content"}, Verdict.MESSAGE, "44004"),
         ("dingtalk", 200, {"errcode": 0, "errmsg": "ok"}, Verdict.OK, "0"),
         ("dingtalk", 200, {"errcode": 310000, "errmsg": "sign not match"}, Verdict.ROBOT, "310000"),
         ("dingtalk", 200, {"errcode": 310000, "errmsg": "keywords not in content"}, Verdict.ROBOT, "310000"),
-        ("dingtalk", 200, {"errcode": 310000, "errmsg": "ip 1.2.3.4 not in whitelist"}, Verdict.ROBOT, "310000"),
+        (
+            "dingtalk",
+            200,
+            {"errcode": 310000, "errmsg": "ip 1.2.3.4 not in whitelist"},
+            Verdict.ROBOT,
+            "310000",
+        ),
         ("dingtalk", 200, {"errcode": 310000, "errmsg": "invalid timestamp"}, Verdict.SKEW, "310000"),
         ("dingtalk", 200, {"errcode": 130101, "errmsg": "send too fast"}, Verdict.RETRY, "130101"),
         ("dingtalk", 200, {"errcode": 300001, "errmsg": "token is not exist"}, Verdict.ROBOT, "300001"),
-        ("feishu", 200, {"StatusCode": 0, "StatusMessage": "success", "code": 0, "msg": "success"}, Verdict.OK, "0"),
+        (
+            "feishu",
+            200,
+            {"StatusCode": 0, "StatusMessage": "success", "code": 0, "msg": "success"},
+            Verdict.OK,
+            "0",
+        ),
         ("feishu", 200, {"StatusCode": 0, "StatusMessage": "success"}, Verdict.OK, "0"),
         ("feishu", 200, {"code": 19021, "msg": "sign match fail"}, Verdict.SKEW, "19021"),
         ("feishu", 200, {"code": 19022, "msg": "Ip Not Allowed"}, Verdict.ROBOT, "19022"),
