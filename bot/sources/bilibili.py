@@ -75,6 +75,7 @@ CODE_NOT_LOGGED_IN = -101
 CODE_RISK_CONTROL = -352
 """getDanmuInfo rejected the WBI signature or the client (bilibili.md §6): drop the cached key."""
 HTTP_TIMEOUT_S = 10.0
+_HTTP_TIMEOUT = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)  # per bootstrap request, never on the websocket
 CONNECT_TIMEOUT_S = 10.0
 EXECUTOR_FRAME_BYTES = 32 * 1024
 """Frames this big are decoded in a worker thread so brotli never stalls the event loop (§2 step 6)."""
@@ -251,7 +252,6 @@ class BilibiliSource:
                 headers={"User-Agent": USER_AGENT},
                 cookie_jar=aiohttp.DummyCookieJar(),  # cookies are managed by hand: any host, never logged
                 trust_env=self._trust_env,
-                timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
             ) as session:
                 await self._loop(session, emit)
         finally:
@@ -341,13 +341,15 @@ class BilibiliSource:
     ) -> Any:
         path = url.split("://", 1)[-1].split("/", 1)[-1]
         try:
-            async with session.get(url, params=params, headers=self._request_headers()) as response:
+            async with session.get(
+                url, params=params, headers=self._request_headers(), timeout=_HTTP_TIMEOUT
+            ) as response:
                 self._absorb_cookies(response)
                 if response.status != 200:
-                    raise SourceError(f"GET /{path} returned HTTP {response.status}", room=self.room)
+                    raise SourceError(f"GET /{path} returned HTTP {response.status}")
                 return await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise SourceError(f"GET /{path} failed: {type(exc).__name__}: {exc}", room=self.room) from exc
+            raise SourceError(f"GET /{path} failed: {type(exc).__name__}: {exc}") from exc
 
     async def _bootstrap(self, session: aiohttp.ClientSession) -> Bootstrap:
         """Run §6 steps 1–5; each failure falls back as §5 *Degraded start* says, so this never raises."""
@@ -365,7 +367,9 @@ class BilibiliSource:
             )
         if "buvid3" not in self._cookies:
             try:
-                async with session.get(self._www_base + "/", headers=self._request_headers()) as response:
+                async with session.get(
+                    self._www_base + "/", headers=self._request_headers(), timeout=_HTTP_TIMEOUT
+                ) as response:
                     self._absorb_cookies(response)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._log.warning("could not fetch a buvid3 cookie: %s", type(exc).__name__)
