@@ -22,8 +22,8 @@ const Charts = (() => {
   function arcPath(cx, cy, r, f0, f1) {
     const [x0, y0] = polar(cx, cy, r, f0);
     const [x1, y1] = polar(cx, cy, r, f1);
-    const large = f1 - f0 > 0.5 ? 1 : 0;
-    return `M ${x0.toFixed(2)} ${y0.toFixed(2)} A ${r} ${r} 0 ${large} 1 ${x1.toFixed(2)} ${y1.toFixed(2)}`;
+    // A half-circle gauge never sweeps more than 180°, so the large-arc flag is always 0.
+    return `M ${x0.toFixed(2)} ${y0.toFixed(2)} A ${r} ${r} 0 0 1 ${x1.toFixed(2)} ${y1.toFixed(2)}`;
   }
 
   // gauge(svgEl, {fraction, zones: [[untilFraction, color]], labels: [left, right]}); fraction null = no data.
@@ -68,13 +68,16 @@ const Charts = (() => {
     const iw = W - padL - padR, ih = H - padT - padB;
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H });
     const n = points.length || 1;
-    const maxC = Math.max(5, ...points.map((p) => p.comments));
+    // Round axis tops so the quarter gridlines land on round numbers.
+    const rawMax = Math.max(4, ...points.map((p) => p.comments));
+    const steps = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000];
+    const maxC = 4 * (steps.find((st) => st * 4 >= rawMax) || Math.ceil(rawMax / 4));
     const shares = points.map((p) => ({
       neg: p.analyzed ? p.neg / p.analyzed : null,
       conf: p.analyzed ? p.confused / p.analyzed : null,
     }));
     const maxShare = Math.max(0.2, ...shares.flatMap((s) => [s.neg || 0, s.conf || 0]));
-    const shareTop = Math.min(1, Math.ceil(maxShare * 10) / 10);
+    const shareTop = Math.min(1, Math.ceil(maxShare / 0.2 - 1e-9) * 0.2);
     // grid + axes
     for (let i = 0; i <= 4; i++) {
       const y = padT + ih - (ih * i) / 4;

@@ -59,7 +59,11 @@
     });
     $("confusion-value").className = `value ${ctone}`;
     setText("confusion-value", w.analyzed ? pct(rate) : "—");
-    setText("confusion-detail", w.analyzed ? `${w.analyzed} 条中 ${Math.round(rate * w.analyzed)} 条在提问` : "");
+    setText("confusion-detail", w.analyzed ? `${Math.round(rate * w.analyzed)}/${w.analyzed} 条在提问` : "");
+    setText("mini-intent", num(w.buying_intent));
+    setText("mini-likes", num(w.likes));
+    setText("mini-gifts", num(w.gifts));
+    setText("mini-follows", num(w.follows));
   }
 
   // ---- questions grouped by topic ----
@@ -72,7 +76,10 @@
       groups.set(q.topic, g);
     }
     const byTopic = room.windows["60"].confused_by_topic || {};
-    const ordered = [...groups.values()].sort((a, b) => b.total - a.total).slice(0, 4);
+    // "other" is the least actionable topic: it goes last whatever its count.
+    const ordered = [...groups.values()]
+      .sort((a, b) => (a.topic === "other") - (b.topic === "other") || b.total - a.total)
+      .slice(0, 4);
     const box = $("questions");
     if (!ordered.length) {
       box.replaceChildren(el("div", { class: "empty-note", text: "暂无集中提问" }));
