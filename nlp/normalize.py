@@ -50,7 +50,7 @@ _EMOJI = re.compile(
 _EMOJI_MODIFIERS = re.compile("[\ufe0f\u200d\U0001f3fb-\U0001f3ff]")
 _HOST_ALT = "|".join(HOST_ALIASES)
 # A nickname runs to the next space or punctuation mark; ``@主播多少钱`` keeps 多少钱 as text.
-_MENTION = re.compile(rf"@\s?(?:({_HOST_ALT})|([^\s@,.!?;:，。！？；：、~]{{1,20}}))")
+_MENTION = re.compile(rf"@(?:({_HOST_ALT})|([^\s@,.!?;:，。！？；：、~]{{1,20}}))")
 _HOST_OPENING = re.compile(rf"^(?:请问|问下|问一下|问问|想问下?)?(?:{_HOST_ALT})")
 _REPEAT_CHAR = re.compile(r"(.)\1{3,}")
 _REPEAT_UNIT = re.compile(r"(.{2,4}?)\1{2,}")

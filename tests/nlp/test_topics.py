@@ -1,0 +1,75 @@
+import pytest
+
+from nlp.topics import TOPICS, DistrustDetector, TopicTagger, default_tagger, distrust, tag_topics
+
+
+@pytest.mark.parametrize(
+    ("text", "topic"),
+    [
+        ("这个多少钱啊", "price"),
+        ("多少米", "price"),
+        ("太贵了", "price"),
+        ("160斤穿什么码", "size_fit"),
+        ("1米6穿什么码", "size_fit"),
+        ("什么时候发货", "shipping"),
+        ("包邮吗", "shipping"),
+        ("这个面料会起球吗", "quality"),
+        ("几号链接", "link_howto"),
+        ("小黄车里找不到", "link_howto"),
+        ("能退货吗", "after_sales"),
+        ("运费险有吗", "after_sales"),
+        ("有优惠券吗", "coupon"),
+        ("福袋什么时候开", "coupon"),
+        ("还有货吗", "stock"),
+        ("孕妇能用吗", "usage"),
+        ("主播多高", "host"),
+    ],
+)
+def test_lexicon_topics(text, topic):
+    assert topic in tag_topics(text)
+
+
+def test_no_match_is_other_and_topics_come_in_lexicon_order():
+    assert tag_topics("晚上好") == ("other",)
+    assert tag_topics("") == ("other",)
+    assert tag_topics("多少钱包邮吗") == ("price", "shipping")
+    assert set(default_tagger().order) | {"other"} == set(TOPICS)
+
+
+def test_longest_keyword_wins_and_lookalikes_do_not_match():
+    assert tag_topics("运费险有吗") == ("after_sales",)
+    assert tag_topics("贵州来的") == ("other",)
+    assert tag_topics("真的假的哈哈") == ("other",)
+
+
+def test_custom_lexicon_with_patterns():
+    tagger = TopicTagger.from_mapping({"gift": {"keywords": ["嘉年华"], "patterns": [r"\d+个?火箭"]}})
+    assert tagger.tag("送你3个火箭") == ("gift",)
+    assert tagger.tag("嘉年华走一个") == ("gift",)
+    assert tagger.tag("你好") == ("other",)
+
+
+def test_bad_lexicon_entries_are_named():
+    with pytest.raises(ValueError, match="price.patterns"):
+        TopicTagger.from_mapping({"price": {"patterns": ["(unclosed"]}})
+    with pytest.raises(ValueError, match="unknown key"):
+        TopicTagger.from_mapping({"price": {"keyword": ["多少钱"]}})
+    with pytest.raises(ValueError, match="implicit"):
+        TopicTagger.from_mapping({"other": {"keywords": ["x"]}})
+
+
+def test_distrust_words_but_not_teasing():
+    assert distrust("骗子")
+    assert distrust("收到的是假货，我要投诉")
+    assert distrust("退款了还不给退")
+    assert not distrust("真的假的哈哈")
+    assert not distrust("假发好看")
+    assert not distrust("这个多少钱")
+    assert not distrust("")
+
+
+def test_distrust_detector_from_mapping():
+    detector = DistrustDetector.from_mapping({"words": ["骗"], "ignore": ["不骗你"]})
+    assert detector("你骗人")
+    assert not detector("我不骗你")
+    assert detector.find("骗了又骗") == ["骗", "骗"]
