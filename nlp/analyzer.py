@@ -75,7 +75,9 @@ class Analyzer:
     def __init__(self, classifier: Classifier | str = "rules", keywords: int = 3) -> None:
         if keywords < 0:
             raise ValueError("keywords must be >= 0")
-        self.classifier: Classifier = make_classifier(classifier) if isinstance(classifier, str) else classifier
+        self.classifier: Classifier = (
+            make_classifier(classifier) if isinstance(classifier, str) else classifier
+        )
         self.keywords = keywords
         self._topics = default_tagger()
         self._distrust = default_distrust()
@@ -94,7 +96,7 @@ class Analyzer:
             )
         name = self.classifier.name
         out = []
-        for norm, pred in zip(normalized, predictions):
+        for norm, pred in zip(normalized, predictions, strict=True):
             text = norm.text
             probs = _with_emotes(pred.sentiment_probs, emote_polarity(norm.emotes))
             confusion = pred.confusion

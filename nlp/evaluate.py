@@ -97,17 +97,17 @@ def _macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     labels = sorted(set(gold) | set(pred))
     f1s = []
     for label in labels:
-        tp = sum(1 for g, p in zip(gold, pred) if g == label and p == label)
-        fp = sum(1 for g, p in zip(gold, pred) if g != label and p == label)
-        fn = sum(1 for g, p in zip(gold, pred) if g == label and p != label)
+        tp = sum(1 for g, p in zip(gold, pred, strict=True) if g == label and p == label)
+        fp = sum(1 for g, p in zip(gold, pred, strict=True) if g != label and p == label)
+        fn = sum(1 for g, p in zip(gold, pred, strict=True) if g == label and p != label)
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     return sum(f1s) / len(f1s)
 
 
 def _precision_recall_f1(gold: Sequence[bool], pred: Sequence[bool]) -> tuple[float, float, float]:
-    tp = sum(1 for g, p in zip(gold, pred) if g and p)
-    fp = sum(1 for g, p in zip(gold, pred) if not g and p)
-    fn = sum(1 for g, p in zip(gold, pred) if g and not p)
+    tp = sum(1 for g, p in zip(gold, pred, strict=True) if g and p)
+    fp = sum(1 for g, p in zip(gold, pred, strict=True) if not g and p)
+    fn = sum(1 for g, p in zip(gold, pred, strict=True) if g and not p)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -139,7 +139,7 @@ def evaluate(
     result["n"] = len(rows)
     result["comments_per_s"] = len(rows) / elapsed if rows and elapsed > 0 else None
 
-    labelled = [(r.sentiment, a) for r, a in zip(rows, analyses) if r.sentiment is not None]
+    labelled = [(r.sentiment, a) for r, a in zip(rows, analyses, strict=True) if r.sentiment is not None]
     if labelled:
         gold = [g for g, _ in labelled]
         binary = set(gold) <= {"neg", "pos"}
@@ -148,12 +148,14 @@ def evaluate(
         else:
             pred = [a.sentiment for _, a in labelled]
         result["sentiment_n"] = len(gold)
-        result["sentiment_accuracy"] = sum(g == p for g, p in zip(gold, pred)) / len(gold)
+        result["sentiment_accuracy"] = sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold)
         result["sentiment_macro_f1"] = _macro_f1(gold, pred)
     else:
         result["sentiment_n"] = 0
 
-    confused = [(r.confusion, a.confusion) for r, a in zip(rows, analyses) if r.confusion is not None]
+    confused = [
+        (r.confusion, a.confusion) for r, a in zip(rows, analyses, strict=True) if r.confusion is not None
+    ]
     if confused:
         precision, recall, f1 = _precision_recall_f1([g for g, _ in confused], [p for _, p in confused])
         result["confusion_n"] = len(confused)

@@ -2,7 +2,8 @@
 
 ``question_key`` maps 多少钱 / 多少米 / 价格多少 / 这个多少钱啊 to one key, 160斤穿什么码 / 160斤什么码 to
 another, using the intent phrases of ``nlp/lexicons/questions.yaml``. ``QuestionClusters`` counts the keys
-of a session and keeps a few verbatim examples of each, so a host sees "18× 160斤穿什么码" instead of 18 lines.
+of a session and keeps a few verbatim examples of each, so a host sees "18× 160斤穿什么码"
+instead of 18 lines.
 """
 
 from __future__ import annotations

@@ -48,9 +48,7 @@ def _get_tokenizer() -> jieba.Tokenizer:
             _stopwords = _read_words(STOPWORDS)
             # Rarer words say more about a comment; jieba's dictionary frequencies give that for free.
             total = float(tokenizer.total)
-            _idf.update(
-                (word, math.log(total / freq)) for word, freq in tokenizer.FREQ.items() if freq > 0
-            )
+            _idf.update((word, math.log(total / freq)) for word, freq in tokenizer.FREQ.items() if freq > 0)
             _default_idf = math.log(total / 5.0)
             _tokenizer = tokenizer
     return _tokenizer
@@ -96,7 +94,9 @@ def keywords(text: str, k: int = 3) -> list[str]:
     return [word for word, _ in ranked[:k]]
 
 
-_UNITS = frozenset(["斤", "公斤", "kg", "码", "号", "元", "块", "块钱", "cm", "厘米", "米", "岁", "个", "件", "单"])
+_UNITS = frozenset(
+    ["斤", "公斤", "kg", "码", "号", "元", "块", "块钱", "cm", "厘米", "米", "岁", "个", "件", "单"]
+)
 
 
 def _join_quantities(words: list[str]) -> list[str]:

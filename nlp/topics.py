@@ -1,4 +1,6 @@
-"""Topic tagging and distrust detection from editable lexicons (``nlp/lexicons/topics.yaml``, ``sensitive.yaml``).
+"""Topic tagging and distrust detection from editable lexicons.
+
+The lexicons are ``nlp/lexicons/topics.yaml`` and ``nlp/lexicons/sensitive.yaml``.
 
 All keywords of all topics go into one alternation (longest first), so a comment is scanned once; the few
 regex patterns a topic may add are grouped into one compiled expression per topic.
@@ -61,7 +63,11 @@ class TopicTagger:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "<topics>") -> TopicTagger:
-        """Build from ``{topic: {keywords: [...], patterns: [...]}}``; raises ValueError naming the bad entry."""
+        """Build from ``{topic: {keywords: [...], patterns: [...]}}``.
+
+        Raises:
+            ValueError: an entry is malformed (the message names it).
+        """
         order: list[str] = []
         keyword_topics: dict[str, list[str]] = {}
         pattern_res: list[tuple[str, re.Pattern[str]]] = []
@@ -183,5 +189,5 @@ def tag_topics(text: str) -> tuple[str, ...]:
 
 
 def distrust(text: str) -> bool:
-    """True when a normalised comment voices distrust (骗/假货/退款/投诉…), not counting 真的假的-style teasing."""
+    """True when a normalised comment voices distrust (骗/假货/退款/投诉…), not 真的假的-style teasing."""
     return default_distrust()(text)

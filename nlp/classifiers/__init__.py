@@ -57,7 +57,9 @@ def make_classifier(name: str, **options: Any) -> Classifier:
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
-        raise ModelError(f"classifier {name!r} is not available in this build ({module_name} is missing)") from exc
+        raise ModelError(
+            f"classifier {name!r} is not available in this build ({module_name} is missing)"
+        ) from exc
     factory = getattr(module, class_name)
     try:
         inspect.signature(factory).bind(**options)

@@ -66,12 +66,22 @@ def _alternation(words: Sequence[str]) -> str:
 def _trie_pattern(node: dict[str, Any]) -> str:
     terminal = "" in node
     leaves = sorted(ch for ch, child in node.items() if ch and list(child) == [""])
-    branches = [re.escape(ch) + _trie_pattern(child) for ch, child in sorted(node.items()) if ch and list(child) != [""]]
+    branches = [
+        re.escape(ch) + _trie_pattern(child)
+        for ch, child in sorted(node.items())
+        if ch and list(child) != [""]
+    ]
     if leaves:
-        branches.append(re.escape(leaves[0]) if len(leaves) == 1 else "[" + "".join(map(re.escape, leaves)) + "]")
+        branches.append(
+            re.escape(leaves[0]) if len(leaves) == 1 else "[" + "".join(map(re.escape, leaves)) + "]"
+        )
     if not branches:
         return ""
-    body = branches[0] if len(branches) == 1 and not terminal and len(node) == 1 else "(?:" + "|".join(branches) + ")"
+    body = (
+        branches[0]
+        if len(branches) == 1 and not terminal and len(node) == 1
+        else "(?:" + "|".join(branches) + ")"
+    )
     return body + "?" if terminal else body
 
 
@@ -249,8 +259,8 @@ class RulesClassifier:
         pos = neg = 0.0
         phrases: list[tuple[str, float]] = []
         for m in lex.phrase_re.finditer(text):
-            groups = m.groupdict()
-            word = groups["word"] or groups.get("nword") or groups.get("iword")
+            groups: dict[str, str | None] = m.groupdict()
+            word = groups["word"] or groups.get("nword") or groups.get("iword") or ""
             weight = lex.weights[word]
             if weight == 0.0:
                 continue

@@ -51,8 +51,17 @@ def test_fields(analyzer):
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [("已拍", True), ("拍了拍了", True), ("扣1", True), ("上车上车", True), ("1111", True),
-     ("已拍，什么时候发货", True), ("扣1是什么意思", False), ("上车链接在哪?", False), ("不买了", False)],
+    [
+        ("已拍", True),
+        ("拍了拍了", True),
+        ("扣1", True),
+        ("上车上车", True),
+        ("1111", True),
+        ("已拍，什么时候发货", True),
+        ("扣1是什么意思", False),
+        ("上车链接在哪?", False),
+        ("不买了", False),
+    ],
 )
 def test_buying_intent(analyzer, text, intent):
     assert analyzer.analyze_one(text).buying_intent is intent

@@ -71,7 +71,9 @@ def test_three_way_metrics_by_hand(tmp_path):
 
 
 def test_binary_files_use_the_larger_polar_probability(tmp_path):
-    path = _write(tmp_path / "reviews.tsv", ["text\tsentiment\tconfusion", "好\tpos\t-", "差\tneg\t-", "行\tpos\t-"])
+    path = _write(
+        tmp_path / "reviews.tsv", ["text\tsentiment\tconfusion", "好\tpos\t-", "差\tneg\t-", "行\tpos\t-"]
+    )
 
     class _Neutralish:
         name = "neutralish"

@@ -15,7 +15,9 @@ def _predict(rules: RulesClassifier, raw: str):
     return rules.predict([normalize(raw).text])[0]
 
 
-@pytest.mark.parametrize("text", ["这个多少钱", "160斤穿什么码", "几号链接?", "有优惠券吗", "主播是哪里人", "???", "没看懂"])
+@pytest.mark.parametrize(
+    "text", ["这个多少钱", "160斤穿什么码", "几号链接?", "有优惠券吗", "主播是哪里人", "???", "没看懂"]
+)
 def test_questions_are_confused_and_neutral(rules, text):
     p = _predict(rules, text)
     assert p.confusion, text

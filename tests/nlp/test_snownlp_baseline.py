@@ -20,7 +20,7 @@ def test_snownlp_splits_polarity_and_rules_decide_neutral_and_confusion(snow):
     rules = RulesClassifier().predict(texts)
     assert snow.name == "snownlp"
     assert [p.sentiment for p in preds] == ["pos", "neg", "neu", "neu", "neu"]
-    for p, r in zip(preds, rules):
+    for p, r in zip(preds, rules, strict=True):
         assert math.isclose(sum(p.sentiment_probs), 1.0)
         assert p.confusion_score == r.confusion_score
         assert p.sentiment_probs[1] == r.sentiment_probs[1]
