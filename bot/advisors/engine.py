@@ -1,0 +1,305 @@
+"""AdvisorEngine: runs every advisor of one room on each tick and owns their memory and suggestions.
+
+The engine is the only place that changes suggestion state: pending → accepted / dismissed / expired, from
+host and field-control actions (DESIGN.md *Interfaces*, host screen actions) or from time. New suggestions
+are returned by `tick()`; state changes are collected for `drain_changes()`. Both are also recorded in
+`RoomState.suggestions`, which screens and reports read.
+
+Live, a `LiveTicker` calls `tick()` every `advisors.tick_s` seconds of wall time; replay calls it on event
+time through a `VirtualTicker` with `follow=True`, which assumes the host follows every suggestion
+(switches the segment, drops the coupon), so a replay shows what the show would have looked like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from bot.advisors.alerts import AlertAdvisor
+from bot.advisors.base import Suggestion, SuggestionKind, SuggestionState
+from bot.advisors.common import HOUR_MS, MINUTE_MS, PAUSED_FOREVER, AdvisorMemory
+from bot.advisors.coupons import CouponAdvisor
+from bot.advisors.prompts import PromptAdvisor
+from bot.advisors.script_switch import ScriptSwitchAdvisor
+from bot.scripts import RunSheet, load_run_sheet
+
+if TYPE_CHECKING:
+    from bot.clock import Clock
+    from bot.config import AdvisorsConfig
+    from bot.state import RoomState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SNOOZE_S = 60.0
+
+
+class AdvisorEngine:
+    """All advisors of one room, on one clock."""
+
+    def __init__(
+        self, room: str, plan: RunSheet, settings: AdvisorsConfig, clock: Clock | None = None, *,
+        follow: bool = False, script_name: str = "",
+    ) -> None:
+        self.room = room
+        self.plan = plan
+        self.settings = settings
+        self.clock = clock
+        self.follow = follow
+        self.script_name = script_name
+        self.memory = AdvisorMemory()
+        review = settings.review_below
+        self.alerts = AlertAdvisor(room, settings.alerts, review_below=review)
+        self.switch = ScriptSwitchAdvisor(
+            room, plan, settings.script_switch, review_below=review, promo_per_min=settings.promo_per_min
+        )
+        self.coupons = CouponAdvisor(
+            room, plan, settings.coupons, review_below=review, promo_per_min=settings.promo_per_min,
+            prompt_gap_s=settings.prompts.coupon_gap_s, follow=follow,
+        )
+        self.prompts = PromptAdvisor(
+            room, plan, settings.prompts, review_below=review, coupon_gap_s=settings.prompts.coupon_gap_s
+        )
+        self._pending: dict[str, Suggestion] = {}
+        self._changes: list[Suggestion] = []
+        self._state: RoomState | None = None
+        self.counts: Counter[str] = Counter()
+        self.ticks = 0
+
+    def _now(self, now_ms: int | None) -> int:
+        if now_ms is not None:
+            return now_ms
+        if self.clock is None:
+            raise RuntimeError("AdvisorEngine has no clock: pass now_ms")
+        return self.clock.now_ms()
+
+    # -- ticking ----------------------------------------------------------------------------------
+
+    def tick(self, state: RoomState, now_ms: int | None = None) -> list[Suggestion]:
+        """Run every advisor at `now_ms`; returns the new suggestions (already recorded in `state`)."""
+        now = self._now(now_ms)
+        self._state = state
+        self.ticks += 1
+        state.advance(now)
+        mem = self.memory
+        if mem.started_ts is None:
+            mem.started_ts = now
+            first = self.plan.segment(state.segment or "") or self.plan.segments[0]
+            mem.segment = first.name
+            mem.segment_since = now
+        elif state.segment != mem.segment and self.plan.segment(state.segment or "") is not None:
+            # Someone set the room's segment directly (e.g. the control view): follow it.
+            self.switch.switched(mem, state.segment or "", now)
+        self._expire(now)
+        out: list[Suggestion] = []
+        out += self.alerts.advise(state, now, mem)
+        out += self.switch.advise(state, now, mem)
+        out += self.coupons.advise(state, now, mem)
+        out += self.prompts.advise(state, now, mem)
+        mem.forget_before(now - 2 * HOUR_MS)
+        for i, s in enumerate(out):
+            self.counts[str(s.kind)] += 1
+            self._pending[s.id] = s
+            state.record_suggestion(s)
+            if self.follow:
+                out[i] = self._follow(s, now)
+        state.segment = mem.segment
+        return out
+
+    def _follow(self, s: Suggestion, now: int) -> Suggestion:
+        accepted = self.accept(s.id, now)
+        self._changes.pop()  # a replay reports the accepted suggestion once, as new
+        return accepted if accepted is not None else s
+
+    def _expire(self, now: int) -> None:
+        for s in sorted(self._pending.values(), key=lambda x: (x.expires_ts, x.id)):
+            if s.expires_ts > now:
+                continue
+            if s.kind is SuggestionKind.COUPON and s.data.get("mode") == "auto":
+                self._resolve(s, SuggestionState.ACCEPTED, now)  # auto drop happened at the countdown
+                continue
+            if s.kind is SuggestionKind.SCRIPT_SWITCH:
+                self.switch.resolved(self.memory, s.id)
+            elif s.kind is SuggestionKind.COUPON:
+                self.coupons.cancelled(self.memory, s.id, now)
+            self._resolve(s, SuggestionState.EXPIRED, now)
+
+    def _resolve(self, s: Suggestion, state: SuggestionState, now: int, **data: Any) -> Suggestion:
+        new = dataclasses.replace(s, state=state, data={**s.data, "state_ts": now, **data})
+        self._pending.pop(s.id, None)
+        self._changes.append(new)
+        if self._state is not None:
+            sugs = self._state.suggestions
+            for i in range(len(sugs) - 1, -1, -1):
+                if sugs[i].id == s.id:
+                    sugs[i] = new
+                    break
+        return new
+
+    def drain_changes(self) -> list[Suggestion]:
+        """Suggestions whose state changed since the last call (for sinks: store, screen)."""
+        out, self._changes = self._changes, []
+        return out
+
+    @property
+    def pending(self) -> list[Suggestion]:
+        return sorted(self._pending.values(), key=lambda s: (s.created_ts, s.id))
+
+    # -- actions (host screen / control view) ----------------------------------------------------
+
+    def accept(self, suggestion_id: str, now_ms: int | None = None) -> Suggestion | None:
+        """Accept a pending suggestion; None if it is unknown or no longer pending."""
+        s = self._pending.get(suggestion_id)
+        if s is None:
+            return None
+        now = self._now(now_ms)
+        mem = self.memory
+        if s.kind is SuggestionKind.SCRIPT_SWITCH and s.segment is not None:
+            self.switch.resolved(mem, s.id)
+            self.switch.switched(mem, s.segment, now)
+            if self._state is not None:
+                self._state.segment = mem.segment
+        elif s.kind is SuggestionKind.COUPON:
+            self.coupons.accepted(mem, s.id)
+        return self._resolve(s, SuggestionState.ACCEPTED, now)
+
+    def dismiss(self, suggestion_id: str, now_ms: int | None = None) -> Suggestion | None:
+        s = self._pending.get(suggestion_id)
+        if s is None:
+            return None
+        now = self._now(now_ms)
+        self._cancel(s, now, snooze_s=None)
+        return self._resolve(s, SuggestionState.DISMISSED, now)
+
+    def snooze(
+        self, suggestion_id: str, seconds: float = DEFAULT_SNOOZE_S, now_ms: int | None = None
+    ) -> Suggestion | None:
+        """Not now: dismiss it and hold the same advice back for `seconds`."""
+        s = self._pending.get(suggestion_id)
+        if s is None:
+            return None
+        now = self._now(now_ms)
+        until = now + round(seconds * 1000)
+        self._cancel(s, now, snooze_s=seconds)
+        return self._resolve(s, SuggestionState.DISMISSED, now, snoozed_until=until)
+
+    def _cancel(self, s: Suggestion, now: int, *, snooze_s: float | None) -> None:
+        mem = self.memory
+        if s.kind is SuggestionKind.SCRIPT_SWITCH:
+            self.switch.resolved(mem, s.id)
+            if s.data.get("promotional"):
+                mem.remove_promo(s.created_ts)  # never announced
+            if snooze_s is not None and s.segment is not None:
+                self.switch.snoozed(mem, s.segment, now + round(snooze_s * 1000))
+        elif s.kind is SuggestionKind.COUPON:
+            self.coupons.cancelled(mem, s.id, now, snooze_s=snooze_s)
+        elif s.kind is SuggestionKind.PROMPT:
+            self.prompts.dismissed(mem, s.id)
+            if snooze_s is not None:
+                self.pause_prompts(now, seconds=snooze_s)
+        elif s.kind is SuggestionKind.ALERT and snooze_s is not None:
+            key = s.data.get("key") or s.rule or ""
+            self.alerts.muted(mem, key, now + round(snooze_s * 1000))
+
+    def coupon_dropped(
+        self, suggestion_id: str | None = None, now_ms: int | None = None
+    ) -> Suggestion | None:
+        """A coupon went out now: confirms the pending drop (or records the host's own drop)."""
+        now = self._now(now_ms)
+        pending = self.memory.coupons.pending
+        self.coupons.dropped(self.memory, suggestion_id, now)
+        if pending is not None and suggestion_id in (None, pending.id):
+            s = self._pending.get(pending.id)
+            if s is not None:
+                return self._resolve(s, SuggestionState.ACCEPTED, now, dropped_ts=now)
+        return None
+
+    def pause_prompts(self, now_ms: int | None = None, *, seconds: float | None = None) -> None:
+        now = self._now(now_ms)
+        self.memory.prompts.paused_until = PAUSED_FOREVER if seconds is None else now + round(seconds * 1000)
+
+    def resume_prompts(self, now_ms: int | None = None) -> None:
+        self.memory.prompts.paused_until = None
+
+    def set_segment(self, name: str, now_ms: int | None = None) -> None:
+        """The host moved to segment `name` on their own; a pending switch to it counts as accepted."""
+        if self.plan.segment(name) is None:
+            raise ValueError(f"no segment named {name!r} in run-sheet {self.plan.show.name!r}")
+        now = self._now(now_ms)
+        mem = self.memory
+        if mem.started_ts is None:
+            mem.started_ts = now
+        target = mem.switch.pending_target
+        pending_id = mem.switch.pending_id
+        self.switch.switched(mem, name, now)
+        if self._state is not None:
+            self._state.segment = name
+        if pending_id is not None and target == name and pending_id in self._pending:
+            self.switch.resolved(mem, pending_id)
+            self._resolve(self._pending[pending_id], SuggestionState.ACCEPTED, now)
+
+    # -- numbers for screens and reports ----------------------------------------------------------
+
+    def status(self, now_ms: int | None = None) -> dict[str, Any]:
+        """What the host screen shows besides suggestions: segment, countdowns, prompt cadence."""
+        now = self._now(now_ms)
+        mem = self.memory
+        seg = self.plan.segment(mem.segment or "")
+        p = self.prompts.stats(mem, now)
+        last = mem.prompts.last_ts
+        return {
+            "script": self.script_name,
+            "show": self.plan.show.name,
+            "segment": mem.segment,
+            "segment_since_ms": mem.segment_since,
+            "talking_points": list(seg.talking_points) if seg is not None else [],
+            "coupon": self.coupons.status(mem, now),
+            "prompts": {
+                "paused": p["paused"],
+                "last_ts": last,
+                "next_in_s": None if last is None else max(
+                    0, round((last + MINUTE_MS / self.settings.prompts.target_per_min - now) / 1000)
+                ),
+                "achieved_per_min": p["last_5min_per_min"],
+                "target_per_min": p["target_per_min"],
+            },
+            "pending": [s.to_json() for s in self.pending],
+        }
+
+    def stats(self, now_ms: int | None = None) -> dict[str, Any]:
+        """Achieved vs target for reports: prompts/min, coupon intervals, promotional pushes/min."""
+        now = self._now(now_ms)
+        mem = self.memory
+        drops = mem.coupons.drops
+        intervals = [round((b - a) / 1000) for a, b in zip(drops, drops[1:], strict=False)]
+        promos = mem.promos
+        peak = 0
+        for i, t in enumerate(promos):
+            j = i
+            while j < len(promos) and promos[j] < t + MINUTE_MS:
+                j += 1
+            peak = max(peak, j - i)
+        return {
+            "suggestions": dict(sorted(self.counts.items())),
+            "prompts": self.prompts.stats(mem, now),
+            "coupons": {
+                "drops": len(drops),
+                "drop_ts": list(drops),
+                "intervals_s": intervals,
+                "cadence_s": self.coupons.s.cadence_s,
+                "budget": self.coupons.s.budget,
+                "per_hour": self.coupons.s.per_hour,
+            },
+            "promo_pushes_max_per_min": peak,
+            "promo_cap_per_min": self.settings.promo_per_min,
+            "segment_switches": [{"ts": t, "from": a, "to": b} for t, a, b in mem.switch.switches],
+        }
+
+
+def build_engine(
+    room: str, settings: AdvisorsConfig, *, script: str = "", clock: Clock | None = None, follow: bool = False
+) -> AdvisorEngine:
+    """An engine for `room` with its run-sheet (`script`, else `settings.script`); ScriptError if invalid."""
+    loaded = load_run_sheet(script or settings.script)
+    return AdvisorEngine(room, loaded.sheet, settings, clock, follow=follow, script_name=loaded.name)
