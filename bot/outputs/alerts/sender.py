@@ -205,6 +205,10 @@ class RobotSender:
             return pending[:1], None
         return pending, None
 
+    async def pause(self, seconds: float) -> None:
+        """Wait on the clock (ended early by wake() or stop), e.g. before restarting after a crash."""
+        await self._wait(self._clock.now_ms() + round(seconds * 1000))
+
     async def _wait(self, until_ms: int | None) -> None:
         """Sleep on the clock until `until_ms` (None: forever) or until `wake()`."""
         if until_ms is None:

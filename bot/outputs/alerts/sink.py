@@ -183,7 +183,7 @@ class AlertSink:
                 logger.exception("robot=%s sender failed; restarting it in %.0fs", sender.robot.name, delay)
                 if self._state is not SinkState.RUNNING:
                     return
-                await self._clock.sleep(delay)
+                await sender.pause(delay)
 
     # -- input
 
