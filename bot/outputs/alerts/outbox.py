@@ -312,6 +312,13 @@ class Outbox:
         ).fetchall()
         return [int(r[0]) for r in rows]
 
+    def pending_robots(self) -> dict[str, int]:
+        """Robots with pending deliveries and how many (finds rows left for a robot no longer configured)."""
+        rows = self._conn.execute(
+            "SELECT robot, COUNT(*) FROM alert_outbox_delivery WHERE state = 'pending' GROUP BY robot"
+        ).fetchall()
+        return {str(robot): int(n) for robot, n in rows}
+
     def counts(self, robot: str | None = None) -> dict[DeliveryState, int]:
         where, params = ("WHERE robot = ?", (robot,)) if robot else ("", ())
         rows = self._conn.execute(

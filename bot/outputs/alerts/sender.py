@@ -98,7 +98,8 @@ class Backoff:
     jitter: float = 0.5
 
     def delay(self, failures: int, rng: random.Random) -> float:
-        raw = min(self.max_s, self.base_s * 2 ** max(0, failures - 1))
+        # The exponent is capped too: a days-long outage must not overflow the float.
+        raw = min(self.max_s, self.base_s * 2.0 ** min(max(0, failures - 1), 40))
         return raw * (1.0 - self.jitter * rng.random())
 
 

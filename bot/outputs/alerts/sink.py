@@ -121,6 +121,13 @@ class AlertSink:
         self._state = SinkState.RUNNING
         pending = self.outbox.counts()[DeliveryState.PENDING]
         logger.info("alerts: %d robot(s), %d delivery(ies) pending from before", len(self._senders), pending)
+        for name, n in self.outbox.pending_robots().items():
+            if name not in self._senders:
+                logger.warning(
+                    "robot=%s is not configured any more; its %d pending alert(s) stay unsent",
+                    name,
+                    n,
+                )
         if self._warn_no_live:
             logger.warning(
                 "alerts: quiet hours are set but no liveness signal was given; every room counts as live"

@@ -78,6 +78,7 @@ def test_outbox_round_trip_states_and_reopen(tmp_path: Path) -> None:
         DeliveryState.FAILED_PERMANENT: 1,
     }
     assert again.recent_requests("a", 0) == [21]
+    assert again.pending_robots() == {"a": 1, "b": 1}
     assert again.fail_pending("b", "robot disabled") == 1
     assert again.counts("b")[DeliveryState.FAILED_PERMANENT] == 2
     again.close()
