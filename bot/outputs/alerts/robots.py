@@ -323,8 +323,11 @@ def render_alert(robot: RobotConfig, s: Suggestion, ctx: RenderContext) -> Rende
     d = _Dialect(robot)
     sid = short_id(s.id)
     title = f"{KEYWORD}{alert_title(s)} #{sid}"
-    head = [h for h in (d.heading(title, s.severity),) if h]
-    head.append(d.meta(f"直播间 {s.room} · {_time_of(s.created_ts, ctx.tz)} · #{sid}"))
+    heading = d.heading(title, s.severity)
+    head = [heading] if heading else []
+    # The id sits in the heading; a Feishu card's heading is its header, so its body repeats the id.
+    meta = f"直播间 {s.room} · {_time_of(s.created_ts, ctx.tz)}" + ("" if heading else f" · #{sid}")
+    head.append(d.meta(meta))
     body: list[str] = []
     if s.reason:
         body.append(d.label("情况", s.reason))
