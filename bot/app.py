@@ -102,7 +102,8 @@ class App:
                 engine_for=self._engine_for,
             )
             self.screen = ScreenServer.from_config(
-                self.cfg.screen, snapshot_provider=self.screen_snapshots, action_handler=actions, clock=self.clock
+                self.cfg.screen, snapshot_provider=self.screen_snapshots, action_handler=actions,
+                clock=self.clock,
             )
         self._stop = asyncio.Event()
 
@@ -136,7 +137,8 @@ class App:
                     self.store.close()
                 raise
             hint = "  (地址需带 ?token=…)" if self.cfg.screen.token or self.cfg.screen.control_token else ""
-            print(f"主播屏: {self.screen.url}  场控: {self.screen.control_url}{hint}", file=self.out, flush=True)
+            print(f"主播屏: {self.screen.url}  场控: {self.screen.control_url}{hint}",
+                  file=self.out, flush=True)
         pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         source_tasks = [
             asyncio.create_task(self._run_source(s), name=f"source-{s.status.name}") for s in self.sources

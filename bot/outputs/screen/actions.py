@@ -70,9 +70,8 @@ class RoomActions:
         now = self._clock.now_ms()
         engine = self._engine_for(room)
         if engine is not None:
-            result = await self._via_engine(engine, state, name, action, now)
-        else:
-            result = await self._table[name](state, action, now)
+            return await self._via_engine(engine, state, name, action, now)
+        result: dict[str, Any] = await self._table[name](state, action, now)
         return result
 
     # -- routing to an advisor engine -------------------------------------------------------------

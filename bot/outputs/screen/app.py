@@ -129,7 +129,9 @@ class _AccessLogger(AbstractAccessLogger):
     """Method, path and status only: the query string may carry a token and is never written."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.debug("screen %s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+        self.logger.debug(
+            "screen %s %s %s %.1fms", request.method, request.path, response.status, time * 1000
+        )
 
 
 class _Refusals:
@@ -157,7 +159,9 @@ REFUSALS_KEY = web.AppKey("refusals", _Refusals)
 async def _security(request: web.Request, handler: Any) -> web.StreamResponse:
     guard = request.app[GUARD_KEY]
     if not guard.host_ok(request):
-        return request.app[REFUSALS_KEY].refuse(request, "host", 421, "主机名不正确：请用 http://127.0.0.1 打开")
+        return request.app[REFUSALS_KEY].refuse(
+            request, "host", 421, "主机名不正确：请用 http://127.0.0.1 打开"
+        )
     response: web.StreamResponse = await handler(request)
     if not isinstance(response, web.WebSocketResponse):
         for k, v in _SECURITY_HEADERS.items():
@@ -312,7 +316,9 @@ class ScreenServer:
             await site.start()
         except OSError as e:
             await runner.cleanup()
-            raise SinkError(f"host screen cannot listen on {self.host}:{self.port}: {e.strerror or e}") from None
+            raise SinkError(
+                f"host screen cannot listen on {self.host}:{self.port}: {e.strerror or e}"
+            ) from None
         self._runner = runner
         addresses = runner.addresses
         self._bound_port = int(addresses[0][1]) if addresses else self.port

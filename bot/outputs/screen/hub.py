@@ -252,7 +252,8 @@ class Hub:
         return out
 
     def suggestion(self, room: str, sid: str) -> dict[str, Any] | None:
-        return self._suggestions.get(room, {}).get(sid)
+        reg = self._suggestions.get(room)
+        return None if reg is None else reg.get(sid)
 
     # -- one connection ---------------------------------------------------------------------------
 
@@ -291,7 +292,8 @@ class Hub:
              "snapshot_hz": self.snapshot_hz}, None,
         )))
         if self._last_snapshot is not None:
-            client.push_snapshot(self._last_snapshot)
+            # Queued in order (not as a replaceable snapshot): hello → snapshot → pending suggestions.
+            client.push(self._last_snapshot)
         for s in self.pending_suggestions(now):
             client.push(dumps({"type": "suggestion", **s}))
 
@@ -335,8 +337,11 @@ class Hub:
         except ProtocolError as e:
             self._reject(client, "malformed", str(e))
             return
-        reply = await self._run_action(client, action)
+        reply, updated = await self._run_action(client, action)
         client.push(dumps(reply))
+        if updated is not None:
+            # After the reply: the acting page learns its result first, then every page gets the update.
+            self.publish_suggestion(str(reply["room"]), updated)
 
     def _result(self, action: Action, room: str | None, ok: bool, **fields: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "action_result", "ok": ok, "action": str(action.action), "room": room,
@@ -346,17 +351,22 @@ class Hub:
         out.update(fields)
         return out
 
-    async def _run_action(self, client: Client, action: Action) -> dict[str, Any]:
+    async def _run_action(
+        self, client: Client, action: Action
+    ) -> tuple[dict[str, Any], Mapping[str, Any] | None]:
+        """Check rights and room, call the handler; → (action_result, updated suggestion or None)."""
         if not client.can_control:
             self._log_rejection(client, "forbidden", f"{action.action} without control rights")
-            return self._result(action, action.room, False, error="forbidden", message=_ERRORS_ZH["forbidden"])
+            return self._result(action, action.room, False, error="forbidden",
+                                message=_ERRORS_ZH["forbidden"]), None
         room = action.room
         if room is None:
             if len(self._rooms) != 1:
-                return self._result(action, None, False, error="no_room", message=_ERRORS_ZH["no_room"])
+                return self._result(action, None, False, error="no_room", message=_ERRORS_ZH["no_room"]), None
             room = self._rooms[0]
         elif self._rooms and room not in self._rooms:
-            return self._result(action, room, False, error="unknown_room", message=_ERRORS_ZH["unknown_room"])
+            return self._result(action, room, False, error="unknown_room",
+                                message=_ERRORS_ZH["unknown_room"]), None
         self.stats.actions += 1
         payload = action.as_dict() | {"room": room}
         try:
@@ -364,19 +374,19 @@ class Hub:
                 result = dict(await self._handler(room, payload))
         except TimeoutError:
             log.error("room=%s screen action %s timed out after %.0fs", room, action.action, ACTION_TIMEOUT_S)
-            return self._result(action, room, False, error="timeout", message=_ERRORS_ZH["timeout"])
+            return self._result(action, room, False, error="timeout", message=_ERRORS_ZH["timeout"]), None
         except LivebotError as e:
             log.warning("room=%s screen action %s failed: %s", room, action.action, e)
-            return self._result(action, room, False, error="failed", message=str(e))
+            return self._result(action, room, False, error="failed", message=str(e)), None
         except Exception:
             log.exception("room=%s screen action %s crashed", room, action.action)
-            return self._result(action, room, False, error="internal", message=_ERRORS_ZH["internal"])
+            return self._result(action, room, False, error="internal", message=_ERRORS_ZH["internal"]), None
         updated = result.pop("suggestion", None)
-        if isinstance(updated, Mapping) and updated.get("id"):
-            self.publish_suggestion(room, updated)
+        if not (isinstance(updated, Mapping) and updated.get("id")):
+            updated = None
         ok = bool(result.pop("ok", True))
         log.info("room=%s screen action %s id=%s ok=%s", room, action.action, action.id, ok)
-        return self._result(action, room, ok, **result)
+        return self._result(action, room, ok, **result), updated
 
     # -- shutdown ---------------------------------------------------------------------------------
 

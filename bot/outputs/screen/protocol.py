@@ -10,7 +10,8 @@ Server → page (text frames, one JSON object each)::
 
 Page → server::
 
-    {"type": "action", "action": "accept|dismiss|snooze|coupon_dropped|pause_prompts|resume_prompts|set_segment",
+    {"type": "action",
+     "action": "accept|dismiss|snooze|coupon_dropped|pause_prompts|resume_prompts|set_segment",
      "room": ..., "id": ..., "segment": ..., "seconds": ..., "req": ...}
 
 `parse_message` is the only place that reads the inbound layout. It is strict (unknown keys, wrong
@@ -109,7 +110,7 @@ def parse_message(text: str) -> Action:
         raise ProtocolError(f"unsupported message type {data.get('type')!r}", key="type")
     raw_action = data.get("action")
     try:
-        action = ActionName(raw_action)
+        action = ActionName(str(raw_action))
     except ValueError:
         raise ProtocolError(f"unknown action {raw_action!r}", key="action") from None
     sid = _opt_str(data, "id")
