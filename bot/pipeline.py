@@ -114,6 +114,9 @@ class Pipeline:
         """Preset session ids per room (resume); otherwise made from the first event's time."""
         self.stats = PipelineStats()
         self.hooks: list[AnalyzedHook] = []
+        self.before_apply: list[Callable[[Event], None]] = []
+        """Called with each event, in order, just before it is applied to RoomState (replay ticks advisors
+        here on event time, so a tick sees exactly the events before it, however events were batched)."""
         self._running = False
         self._stopping = False
 
@@ -149,6 +152,8 @@ class Pipeline:
         self.stats.shed += 1
         st = self.state(event.room)
         st.degraded = True
+        for before in self.before_apply:
+            before(event)
         st.apply(event, None)
         self._shed.append(event)
 
@@ -208,6 +213,8 @@ class Pipeline:
             self.stats.analyzed += len(chat_idx)
         self.stats.batches += 1
         for ev, an in zip(batch, analyses, strict=True):
+            for before in self.before_apply:
+                before(ev)
             self.state(ev.room).apply(ev, an)
         now = self._clock.now_ms()
         if self._record_latency:
