@@ -178,7 +178,7 @@ class Prompt(_Model):
     text: str = Field(min_length=1, max_length=60)
     """What the host says, e.g. 想要的姐妹扣1."""
     match: tuple[str, ...] = ()
-    """Comments containing one of these count as responses; empty = derived from the text (「…」, 扣X, 打X)."""
+    """Comments containing one of these count as responses; empty = derived from the text (「…」, 扣X)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -211,13 +211,13 @@ class CouponPlan(_Model):
 
     mode: Literal["confirm", "auto"] | None = None
     """confirm: the host confirms each drop; auto: drops happen at the countdown."""
-    cadence_s: int | None = Field(None, ge=30, le=7200)
+    cadence_s: int | None = Field(default=None, ge=30, le=7200)
     """Base interval between drops, seconds."""
-    budget: int | None = Field(None, ge=0, le=1000)
+    budget: int | None = Field(default=None, ge=0, le=1000)
     """Most drops in the whole show."""
-    per_hour: int | None = Field(None, ge=0, le=120)
+    per_hour: int | None = Field(default=None, ge=0, le=120)
     """Most drops in any hour."""
-    cooldown_s: int | None = Field(None, ge=0, le=3600)
+    cooldown_s: int | None = Field(default=None, ge=0, le=3600)
     """Least time between two drops, also when a trigger pulls one forward."""
     items: tuple[str, ...] = ()
     """Coupons, used in turn, e.g. 满199减30券; empty = the config default."""
@@ -346,9 +346,9 @@ def _semantic_problems(sheet: RunSheet) -> list[tuple[tuple[int | str, ...], str
         if name in pool_names[:i]:
             problems.append((("prompt_pools", i, "name"), f"prompt pool name {name!r} is used twice"))
     for i, seg in enumerate(sheet.segments):
-        for j, pool in enumerate(seg.prompt_pools):
-            if pool not in pool_names:
-                problems.append((("segments", i, "prompt_pools", j), f"no prompt pool named {pool!r}"))
+        for j, pool_name in enumerate(seg.prompt_pools):
+            if pool_name not in pool_names:
+                problems.append((("segments", i, "prompt_pools", j), f"no prompt pool named {pool_name!r}"))
     for i, pool in enumerate(sheet.prompt_pools):
         for j, prompt in enumerate(pool.prompts):
             if not prompt.keywords:
@@ -363,7 +363,9 @@ def parse_run_sheet(text: str, *, file: str = "<script>") -> RunSheet:
     """Validate run-sheet YAML text; raises ScriptError naming file, line and field."""
     node, data = _compose(text, file)
     if not isinstance(data, dict):
-        raise ScriptError("a run-sheet is a mapping with show, segments, prompt_pools and coupons", file=file, line=1)
+        raise ScriptError(
+            "a run-sheet is a mapping with show, segments, prompt_pools and coupons", file=file, line=1
+        )
     try:
         sheet = RunSheet.model_validate(data)
     except ValidationError as err:
