@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.advisors.base import Suggestion, SuggestionState
 from bot.clock import Clock
@@ -25,10 +24,51 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EngineLookup = Callable[[str], Any]
+
+class AdvisorEngineLike(Protocol):
+    """The action side of bot.advisors.engine.AdvisorEngine (what the control view can ask of it)."""
+
+    def accept(self, suggestion_id: str, now_ms: int | None = None) -> Suggestion | None: ...
+    def dismiss(self, suggestion_id: str, now_ms: int | None = None) -> Suggestion | None: ...
+    def snooze(
+        self, suggestion_id: str, seconds: float = ..., now_ms: int | None = None
+    ) -> Suggestion | None: ...
+    def coupon_dropped(
+        self, suggestion_id: str | None = None, now_ms: int | None = None
+    ) -> Suggestion | None: ...
+    def pause_prompts(self, now_ms: int | None = None, *, seconds: float | None = None) -> None: ...
+    def resume_prompts(self, now_ms: int | None = None) -> None: ...
+    def set_segment(self, name: str, now_ms: int | None = None) -> None: ...
+
+
+EngineLookup = Callable[[str], "AdvisorEngineLike | None"]
 """room → the advisor engine running it, or None."""
 
-_DECIDED = {ActionName.ACCEPT: SuggestionState.ACCEPTED, ActionName.DISMISS: SuggestionState.DISMISSED}
+_EngineCall = Callable[[AdvisorEngineLike, dict[str, Any], int], "Suggestion | None"]
+
+_ENGINE_CALLS: dict[ActionName, _EngineCall] = {
+    ActionName.ACCEPT: lambda e, a, now: e.accept(str(a["id"]), now),
+    ActionName.DISMISS: lambda e, a, now: e.dismiss(str(a["id"]), now),
+    ActionName.SNOOZE: lambda e, a, now: e.snooze(
+        str(a["id"]), float(a.get("seconds") or SNOOZE_DEFAULT_S), now
+    ),
+    ActionName.COUPON_DROPPED: lambda e, a, now: e.coupon_dropped(a.get("id"), now),
+    ActionName.PAUSE_PROMPTS: lambda e, a, now: e.pause_prompts(now),
+    ActionName.RESUME_PROMPTS: lambda e, a, now: e.resume_prompts(now),
+    ActionName.SET_SEGMENT: lambda e, a, now: e.set_segment(str(a["segment"]), now),
+}
+_ON_SUGGESTION = frozenset({ActionName.ACCEPT, ActionName.DISMISS, ActionName.SNOOZE})
+
+
+def _engine_refusal_zh(name: ActionName, action: dict[str, Any], err: ValueError) -> str:
+    if name is ActionName.SET_SEGMENT:
+        return f"运行单里没有段落「{action.get('segment')}」"
+    return f"建议引擎拒绝了该操作：{err}"
+
+
+_DECIDED: dict[ActionName, SuggestionState] = {
+    ActionName.ACCEPT: SuggestionState.ACCEPTED, ActionName.DISMISS: SuggestionState.DISMISSED,
+}
 
 
 def _fail(error: str, message: str) -> dict[str, Any]:
@@ -77,32 +117,36 @@ class RoomActions:
     # -- routing to an advisor engine -------------------------------------------------------------
 
     async def _via_engine(
-        self, engine: Any, state: RoomState, name: ActionName, action: dict[str, Any], now: int
+        self, engine: AdvisorEngineLike, state: RoomState, name: ActionName, action: dict[str, Any], now: int
     ) -> dict[str, Any]:
-        method = getattr(engine, str(name), None)
-        if method is None:
-            return await self._table[name](state, action, now)
-        kwargs: dict[str, Any] = {}
-        params = inspect.signature(method).parameters
-        for key, value in (("suggestion_id", action.get("id")), ("id", action.get("id")),
-                           ("segment", action.get("segment")), ("seconds", action.get("seconds")),
-                           ("now", now), ("now_ms", now), ("state", state)):
-            if key in params and value is not None:
-                kwargs[key] = value
-        out = method(**kwargs)
-        if inspect.isawaitable(out):
-            out = await out
-        result: dict[str, Any] = {"ok": True}
+        sid = action.get("id")
+        try:
+            out = _ENGINE_CALLS[name](engine, action, now)
+        except ValueError as e:
+            # The engine refuses what its run-sheet does not know (e.g. a segment name typed by hand).
+            return _fail("rejected", _engine_refusal_zh(name, action, e))
         if isinstance(out, Suggestion):
-            result["suggestion"] = out.to_json()
             self._remember(state, out)
             await self._record(state.room, out, now)
-        elif isinstance(out, Mapping):
-            result.update(out)
-        elif out is False:
-            result = _fail("rejected", "建议引擎未接受该操作")
-        if name is ActionName.SET_SEGMENT and result.get("ok", True):
-            state.segment = str(action["segment"])
+            result: dict[str, Any] = {"ok": True, "suggestion": out.to_json()}
+            until = out.data.get("snoozed_until")
+            if until is not None:
+                result["snoozed_until"] = until
+            return result
+        if name in _ON_SUGGESTION and out is None:
+            # Unknown to the engine: explain why (already decided elsewhere, expired, or never existed).
+            found = self._find(state, str(sid))
+            if found is None:
+                return _fail("not_found", "建议不存在或已被清理")
+            s = found[1]
+            if s.state is _DECIDED.get(name):
+                return {"ok": True, "suggestion": s.to_json(), "unchanged": True}
+            return _fail("already_decided", f"该建议已是「{_STATE_ZH[s.state]}」状态") | {
+                "suggestion": s.to_json()
+            }
+        result = {"ok": True}
+        if name is ActionName.SET_SEGMENT:
+            result["segment"] = action["segment"]
         return result
 
     # -- without an engine ------------------------------------------------------------------------

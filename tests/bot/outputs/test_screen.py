@@ -36,8 +36,7 @@ TOKEN = "view-secret-4f1c"
 CONTROL = "control-secret-9a7e"
 
 
-def chat(i: int, text: str) -> Event:
-    ts = T0 + i * 100
+def chat(i: int, text: str, ts: int) -> Event:
     return Event("test", ROOM, EventKind.CHAT, ts, ts, user_id=f"{i:016x}", text=text)
 
 
@@ -62,7 +61,9 @@ class Room:
         self.n = 0
 
     def feed(self, *texts: str) -> None:
-        events = [chat(self.n + i, t) for i, t in enumerate(texts)]
+        # Spread over the 100 ms steps just before now, so every window that ends now sees them.
+        now = self.clock.now_ms()
+        events = [chat(self.n + i, t, now - (len(texts) - i) * 100) for i, t in enumerate(texts)]
         self.n += len(texts)
         for ev, an in zip(events, self.analyzer.analyze(list(texts)), strict=True):
             self.state.apply(ev, an)
@@ -684,3 +685,88 @@ async def test_app_serves_the_screen_and_prints_both_urls(tmp_path: Path) -> Non
     assert f"主播屏: {app.screen.url}  场控: {app.screen.url}control" in printed
     assert not app.screen.running
 
+
+
+# -- with a real advisor engine ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine_room(analyzer: Analyzer, tmp_path: Path, clock: ManualClock) -> Iterator[tuple[Room, Any]]:
+    """A room whose price questions make the real engine announce a coupon (and alerts)."""
+    from bot.advisors.engine import build_engine
+    from bot.config import Config
+
+    store = Store.open(tmp_path / "engine.db")
+    r = Room(analyzer, store, clock)
+    engine = build_engine(ROOM, Config().advisors, clock=clock)
+    r.actions = RoomActions({ROOM: r.state}, clock=clock, store=store, sessions=r.sessions,
+                            engine_for=lambda name: engine if name == ROOM else None)
+    r.feed(*["这个多少钱", "太贵了吧", "有优惠券吗", "价格能便宜点吗", "怎么领券", "好贵啊"] * 5)
+    yield r, engine
+    store.close()
+
+
+async def test_actions_are_routed_to_the_advisor_engine(
+    engine_room: tuple[Room, Any], clock: ManualClock
+) -> None:
+    from bot.outputs.screen.view import advisor_view
+
+    room, engine = engine_room
+    clock.advance(5)
+    new = engine.tick(room.state, clock.now_ms())
+    coupon = next(s for s in new if s.kind is SuggestionKind.COUPON)
+    alerts = [s for s in new if s.kind is SuggestionKind.ALERT]
+    assert len(alerts) >= 2
+    for s in new:
+        room.store.save_suggestion(room.session, s)  # what the dispatcher's StoreSink does
+
+    def provider() -> dict[str, dict[str, Any]]:
+        snap = room.state.snapshot(clock.now_ms())
+        snap["advisor"] = advisor_view(engine, clock.now_ms())
+        return {ROOM: snap}
+
+    hub = Hub(snapshot_provider=provider, action_handler=room.handle, clock=clock)
+    for s in new:
+        hub.publish_suggestion(ROOM, s.to_json())
+    guard = AccessGuard(loopback=True, token="", control_token="")
+    async with TestClient(TestServer(make_app(hub, guard), host="127.0.0.1")) as c, c.ws_connect("/ws") as ws:
+        _, snap = await greeting(ws)
+        adv = snap["rooms"][ROOM]["advisor"]
+        assert adv["segment"] == "开场" and "尺码答疑" in adv["segments"] and adv["talking_points"]
+        assert adv["coupon"]["pending_id"] == coupon.id and adv["coupon"]["budget_left"] == 12
+        assert adv["coupon"]["reason"] == "价格犹豫，提前发"
+        assert {p["id"] for p in adv["pending"]} == {s.id for s in new}
+
+        async def act(**msg: Any) -> dict[str, Any]:
+            await ws.send_json({"type": "action", **msg})
+            return await next_of(ws, "action_result")
+
+        r = await act(action="accept", id=coupon.id)
+        assert r["ok"] is True
+        assert (await next_of(ws, "suggestion"))["state"] == "accepted"
+        assert room.stored_state(coupon.id) == "accepted"
+        assert coupon.id not in {s.id for s in engine.pending}
+        assert (await act(action="accept", id=coupon.id))["unchanged"] is True
+        r = await act(action="dismiss", id=coupon.id)
+        assert (r["ok"], r["error"]) == (False, "already_decided")
+
+        r = await act(action="dismiss", id=alerts[0].id)
+        assert r["ok"] is True and room.stored_state(alerts[0].id) == "dismissed"
+        r = await act(action="snooze", id=alerts[1].id, seconds=300)
+        assert r["ok"] is True and r["snoozed_until"] == clock.now_ms() + 300_000
+        assert room.stored_state(alerts[1].id) == "dismissed"  # the engine's meaning of "not now"
+
+        assert (await act(action="pause_prompts"))["ok"] is True
+        assert engine.status(clock.now_ms())["prompts"]["paused"] is True
+        assert (await act(action="resume_prompts"))["ok"] is True
+        assert engine.status(clock.now_ms())["prompts"]["paused"] is False
+
+        r = await act(action="set_segment", segment="尺码答疑")
+        assert r["ok"] is True and room.state.segment == "尺码答疑"
+        assert engine.status(clock.now_ms())["segment"] == "尺码答疑"
+        r = await act(action="set_segment", segment="不存在的段落")
+        assert (r["ok"], r["error"]) == (False, "rejected") and "不存在的段落" in r["message"]
+        assert room.state.segment == "尺码答疑"
+
+        assert (await act(action="coupon_dropped"))["ok"] is True  # the host's own drop is recorded
+        assert (await act(action="accept", id="unknown"))["error"] == "not_found"

@@ -88,6 +88,14 @@ const LB = (() => {
     try { localStorage.setItem("livebot.room", room); } catch (e) { /* private mode: keep it in memory */ }
   }
 
+  // Seconds until the coupon countdown ends: absolute due time when given, else relative to the snapshot.
+  function couponLeft(coupon) {
+    if (!coupon) return null;
+    if (coupon.next_due_ts) return (coupon.next_due_ts - serverNow()) / 1000;
+    if (coupon.next_in_s === null || coupon.next_in_s === undefined || !state.snapshot) return null;
+    return coupon.next_in_s - (serverNow() - state.snapshot.server_ms) / 1000;
+  }
+
   function roomSnapshot() {
     const snap = state.snapshot;
     return snap && state.room ? snap.rooms[state.room] || null : null;
@@ -103,7 +111,8 @@ const LB = (() => {
   }
 
   // Pending, unexpired, unsnoozed suggestions of the current room: most severe first, then newest.
-  function activeSuggestions({ includeSnoozed } = {}) {
+  // The host view leaves out alerts below critical: those are for field control (and the chat robots).
+  function activeSuggestions({ includeSnoozed, forHost } = {}) {
     const now = serverNow();
     const out = [];
     const seen = new Set();
@@ -116,6 +125,7 @@ const LB = (() => {
       if (seen.has(s.id) || s.room !== state.room) continue;
       seen.add(s.id);
       if ((s.state || "pending") !== "pending") continue;
+      if (forHost && s.kind === "alert" && s.severity !== "critical") continue;
       if (s.expires_ts && s.expires_ts <= now) continue;
       const snoozedUntil = s.data && s.data.snoozed_until;
       if (!includeSnoozed && snoozedUntil && snoozedUntil > now) continue;
@@ -271,6 +281,6 @@ const LB = (() => {
 
   return {
     TOPIC_ZH, KIND_ZH, SOURCE_ZH, state, $, el, setText, pct, num, clock, hhmmss, topicZh, serverNow,
-    setRoom, roomSnapshot, activeSuggestions, rememberSuggestion, connect, renderRoomPicker, renderSources,
+    setRoom, roomSnapshot, couponLeft, activeSuggestions, rememberSuggestion, connect, renderRoomPicker, renderSources,
   };
 })();

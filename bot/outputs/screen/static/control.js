@@ -137,10 +137,8 @@
     const coupon = adv && adv.coupon;
     const couponInfo = [];
     if (coupon) {
-      const next = coupon.next_in_s;
-      if (next !== null && next !== undefined) {
-        couponInfo.push(`下一张 ${clock(next - (LB.serverNow() - state.snapshot.server_ms) / 1000)}`);
-      }
+      const left = LB.couponLeft(coupon);
+      if (left !== null) couponInfo.push(`下一张 ${left <= 0 ? "现在" : clock(left)}`);
       if (coupon.budget_left !== null && coupon.budget_left !== undefined) couponInfo.push(`剩余 ${coupon.budget_left} 张`);
       if (coupon.reason) couponInfo.push(coupon.reason);
     }
@@ -182,7 +180,12 @@
     send("set_segment", { segment: value }, value);
     $("segment-input").value = "";
   });
-  $("coupon-dropped").addEventListener("click", () => send("coupon_dropped", {}, ""));
+  $("coupon-dropped").addEventListener("click", () => {
+    const room = LB.roomSnapshot();
+    const coupon = room && room.advisor && room.advisor.coupon;
+    // Confirms the pending drop when there is one; otherwise records the host's own drop.
+    send("coupon_dropped", coupon && coupon.pending_id ? { id: coupon.pending_id } : {}, "");
+  });
   $("prompts-pause").addEventListener("click", () => send("pause_prompts", {}, ""));
   $("prompts-resume").addEventListener("click", () => send("resume_prompts", {}, ""));
 

@@ -122,7 +122,9 @@
       $("prompts-achieved").className = `big-number ${low ? "tone-warn" : "tone-good"}`;
       const note = $("prompts-note");
       note.className = `reason-line${prompts.paused ? " paused" : ""}`;
-      setText("prompts-note", prompts.paused ? "已暂停（场控操作）" : prompts.next_text ? `下一句：${prompts.next_text}` : "");
+      const next = prompts.next_in_s;
+      setText("prompts-note", prompts.paused ? "已暂停（场控操作）"
+        : next !== null && next !== undefined ? (next > 0 ? `距下一次口令约 ${clock(next)}` : "该发口令了") : "");
     }
     tickAdvisor();
   }
@@ -131,17 +133,15 @@
     const room = LB.roomSnapshot();
     const coupon = advisorOf(room) && advisorOf(room).coupon;
     if (!coupon) return;
-    const snap = state.snapshot;
-    const next = coupon.next_in_s;
-    if (next === null || next === undefined) { setText("coupon-next", "待定"); return; }
-    const left = next - (LB.serverNow() - snap.server_ms) / 1000;
+    const left = LB.couponLeft(coupon);
+    if (left === null) { setText("coupon-next", "待定"); return; }
     setText("coupon-next", left <= 0 ? "现在" : clock(left));
     $("coupon-next").className = `big-number ${left <= 15 ? "tone-bad" : left <= 60 ? "tone-warn" : ""}`;
   }
 
   // ---- the current suggestion ----
   function renderSuggestion() {
-    const active = LB.activeSuggestions();
+    const active = LB.activeSuggestions({ forHost: true });
     const s = active[0] || null;
     const card = $("suggestion-card");
     setText("sugg-more", active.length > 1 ? `还有 ${active.length - 1} 条待处理` : "");
@@ -162,7 +162,22 @@
       $("sugg-examples").replaceChildren(...(s ? (s.examples || []).slice(0, 3) : []).map((t) =>
         el("span", { class: "ex", text: `“${t}”` })));
     }
+    renderTalkingPoints(s);
     tickSuggestion(s);
+  }
+
+  // With no suggestion the big card shows the current segment's talking points from the run-sheet.
+  function renderTalkingPoints(s) {
+    const room = LB.roomSnapshot();
+    const adv = advisorOf(room);
+    const points = !s && adv && Array.isArray(adv.talking_points) ? adv.talking_points.slice(0, 4) : [];
+    const key = points.join("\n") + (adv ? adv.segment : "");
+    const box = $("sugg-points");
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.hidden = !points.length;
+    $("sugg-points-title").textContent = adv && adv.segment ? `「${adv.segment}」话术要点` : "话术要点";
+    $("sugg-points-list").replaceChildren(...points.map((p) => el("li", { text: p })));
   }
 
   function tickSuggestion(s) {
@@ -178,7 +193,9 @@
     const fill = $("sugg-fill");
     fill.style.width = `${Math.min(100, (100 * left) / total).toFixed(1)}%`;
     fill.classList.toggle("low", left < 15000);
-    setText("sugg-left", due && due > now ? `${clock(left / 1000)} 后执行` : `剩余 ${clock(left / 1000)}`);
+    const action = s.kind === "coupon" ? "发券" : "执行";
+    const text = clock(left / 1000);
+    setText("sugg-left", due && due > now ? `${text}${text.endsWith("秒") ? "" : " "}后${action}` : `剩余 ${text}`);
   }
 
   function renderTimeline(room) {
