@@ -67,6 +67,15 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
             await ctx.close()
 
 
+# Function expressions, not bare expressions: the page's CSP forbids string eval (no 'unsafe-eval').
+def _text_is(element_id: str, text: str) -> str:
+    return f"() => document.getElementById({element_id!r}).textContent === {text!r}"
+
+
+def _text_is_not(element_id: str, text: str) -> str:
+    return f"() => document.getElementById({element_id!r}).textContent !== {text!r}"
+
+
 async def _collect_errors(page: Any, errors: list[str]) -> None:
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
@@ -81,7 +90,7 @@ async def test_host_page_shows_a_live_suggestion_and_control_accepts_it(app: App
 
     # Live data arrives: the stale banner goes away and the room's numbers fill in.
     await host.wait_for_selector("#stale", state="hidden", timeout=10_000)
-    await host.wait_for_function("() => document.getElementById('online').textContent !== '—'", timeout=20_000)
+    await host.wait_for_function(_text_is_not("online", "—"), timeout=20_000)
 
     # The advisors' first suggestion (from the simulated room) takes the big card.
     await host.wait_for_function(
@@ -135,7 +144,7 @@ async def test_page_reconnects_after_a_dropped_socket(app: App, browser: Any) ->
     await page.wait_for_selector("#stale", state="hidden", timeout=10_000)
     # Drop every socket server-side (as a network blip would); the page must come back on its own.
     await app.screen.hub.close_all(code=1011, reason="test drop")
-    await page.wait_for_function("() => document.getElementById('conn').textContent === '连接中断'", timeout=5_000)
-    await page.wait_for_function("() => document.getElementById('conn').textContent === '实时'", timeout=10_000)
+    await page.wait_for_function(_text_is("conn", "连接中断"), timeout=5_000)
+    await page.wait_for_function(_text_is("conn", "实时"), timeout=10_000)
     assert app.screen.clients == 1
 
