@@ -146,6 +146,14 @@ def pipeline_scenario(
     }
 
 
+@_scenario("screen")
+def screen_scenario(**options: Any) -> dict[str, Any]:
+    """Event → suggestion on 50 connected pages at 1,000 comments/s (`screen_p99_ms`)."""
+    from bot.outputs.screen.bench import screen_scenario as run
+
+    return run(**options)
+
+
 def run_bench(scenario: str, **options: Any) -> dict[str, Any]:
     fn = SCENARIOS.get(scenario)
     if fn is None:
