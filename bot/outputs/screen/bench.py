@@ -81,7 +81,9 @@ async def _page(
                 stats.snapshots += 1
 
 
-async def _run(texts: list[str], *, rate: int, seconds: float, clients: int, store_path: Path) -> dict[str, Any]:
+async def _run(
+    texts: list[str], *, rate: int, seconds: float, clients: int, store_path: Path
+) -> dict[str, Any]:
     from nlp.analyzer import Analyzer
 
     clock = SystemClock()
@@ -192,4 +194,5 @@ def screen_scenario(
 
     texts = bench_comments(min(n, 20000))
     with tempfile.TemporaryDirectory() as tmp:
-        return asyncio.run(_run(texts, rate=rate, seconds=seconds, clients=clients, store_path=Path(tmp) / "b.db"))
+        db = Path(tmp) / "bench.db"
+        return asyncio.run(_run(texts, rate=rate, seconds=seconds, clients=clients, store_path=db))
