@@ -77,7 +77,7 @@
     const disabled = !state.canControl;
     const kind = LB.KIND_ZH[s.kind] || s.kind;
     return el("div", { class: `pitem sev-${s.severity || "info"}`, "data-for": s.id, "data-id": s.id }, [
-      el("div", {}, [
+      el("div", { class: "sugg-head" }, [
         el("span", { class: `badge kind-${s.kind}`, text: kind }),
         s.needs_review ? el("span", { class: "badge review", text: "待确认" }) : null,
       ]),
@@ -104,6 +104,8 @@
       node.classList.toggle("snoozed", !!snoozed);
       const parts = [`#${s.id}`];
       if (snoozed) parts.push(`稍后提醒：${clock((s.data.snoozed_until - now) / 1000)}`);
+      const due = s.data && s.data.due_ts;
+      if (due && due > now) parts.push(`${clock((due - now) / 1000)}后${s.kind === "coupon" ? "发券" : "执行"}`);
       if (s.expires_ts) parts.push(`剩余 ${clock((s.expires_ts - now) / 1000)}`);
       if (s.confidence !== undefined && s.confidence < 1) parts.push(`置信度 ${pct(s.confidence)}`);
       const meta = node.querySelector('[data-role="meta"]');
