@@ -178,7 +178,12 @@ def _cell(key: str, value: Any) -> str:
 
 
 def format_table(results: Sequence[dict[str, Any]], *, files: Sequence[str] | None = None) -> str:
-    """A markdown table of evaluate() results, one row each; ``files`` adds a leading file column."""
+    """A markdown table of evaluate() results, one row each.
+
+    ``files`` adds a leading file column; without it, a ``"file"`` entry in every result is used.
+    """
+    if files is None and results and all("file" in r for r in results):
+        files = [str(r["file"]) for r in results]
     keys = list(RESULT_KEYS)
     header = (["file"] if files is not None else []) + keys
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -118,3 +118,10 @@ def test_rules_beat_all_neutral_on_livechat_dev():
     assert result["sentiment_macro_f1"] > all_neutral_macro
     assert result["sentiment_macro_f1"] > 0.5
     assert result["confusion_f1"] >= 0.6
+
+
+def test_format_table_takes_file_names_from_results(tmp_path):
+    path = _write(tmp_path / "t.tsv", ["text\tsentiment\tconfusion", "多少钱\tneu\t1"])
+    result = evaluate(path, "rules")
+    result["file"] = "t.tsv"
+    assert format_table([result]).splitlines()[2].startswith("| t.tsv | rules |")
