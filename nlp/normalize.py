@@ -21,8 +21,10 @@ import zhconv
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicons"
 
-HOST_ALIASES: tuple[str, ...] = ("主播", "播主")
-"""Names that address the host; ``@主播`` or a comment opening with 主播 is a direct question signal."""
+_HOST = yaml.safe_load((LEXICON_DIR / "normalize.yaml").read_text(encoding="utf-8"))
+HOST_ALIASES: tuple[str, ...] = tuple(str(a) for a in _HOST["host_aliases"])
+"""Names that address the host (``nlp/lexicons/normalize.yaml``); ``@主播`` is a direct question signal."""
+_OPENERS: tuple[str, ...] = tuple(str(o) for o in _HOST.get("openers") or ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +50,11 @@ _EMOJI = re.compile(
     rf"[{_EMOJI_CHARS}][\ufe0f\U0001f3fb-\U0001f3ff]*(?:\u200d[{_EMOJI_CHARS}][\ufe0f\U0001f3fb-\U0001f3ff]*)*"
 )
 _EMOJI_MODIFIERS = re.compile("[\ufe0f\u200d\U0001f3fb-\U0001f3ff]")
-_HOST_ALT = "|".join(HOST_ALIASES)
+_HOST_ALT = "|".join(map(re.escape, HOST_ALIASES))
 # A nickname runs to the next space or punctuation mark; ``@主播多少钱`` keeps 多少钱 as text.
 _MENTION = re.compile(rf"@(?:({_HOST_ALT})|([^\s@,.!?;:，。！？；：、~]{{1,20}}))")
-_HOST_OPENING = re.compile(rf"^(?:请问|问下|问一下|问问|想问下?)?(?:{_HOST_ALT})")
+_OPENER_ALT = "|".join(map(re.escape, sorted(_OPENERS, key=len, reverse=True)))
+_HOST_OPENING = re.compile(rf"^(?:{_OPENER_ALT})?(?:{_HOST_ALT})" if _OPENERS else rf"^(?:{_HOST_ALT})")
 _REPEAT_CHAR = re.compile(r"(.)\1{3,}")
 _REPEAT_UNIT = re.compile(r"(.{2,4}?)\1{2,}")
 _SPACES = re.compile(r"\s+")

@@ -21,7 +21,6 @@ from nlp.normalize import normalize
 
 QUESTIONS_FILE = Path(__file__).resolve().parent / "lexicons" / "questions.yaml"
 
-_QUANTITY = re.compile(r"\d+(?:\.\d+)?\s*(?:斤|kg|公斤|cm|厘米|码|号|元|块|岁)|\d米\d")
 _NOT_WORD = re.compile(r"[\W_]+")
 _RESIDUAL_MAX = 24
 
@@ -29,6 +28,7 @@ _RESIDUAL_MAX = 24
 @dataclass(frozen=True, slots=True)
 class _QuestionLexicon:
     intent_re: re.Pattern[str]
+    quantity_re: re.Pattern[str]
     intent_of: dict[str, str]
     intent_rank: dict[str, int]
     drop_re: re.Pattern[str] | None
@@ -46,8 +46,14 @@ def _build_lexicon(data: dict[str, Any]) -> _QuestionLexicon:
         for phrase in phrases:
             intent_of[str(phrase).lower()] = str(name)
     drop = [str(w).lower() for w in data.get("drop") or []]
+    units = [str(u).lower() for u in data.get("quantity_units") or []]
+    # 1米6 (a height) has its unit in the middle.
+    quantity = r"\d米\d"
+    if units:
+        quantity = rf"\d+(?:\.\d+)?\s*(?:{_alternation(units)})|" + quantity
     return _QuestionLexicon(
         intent_re=re.compile(_alternation(list(intent_of))),
+        quantity_re=re.compile(quantity),
         intent_of=intent_of,
         intent_rank=intent_rank,
         drop_re=re.compile(_alternation(drop)) if drop else None,
@@ -75,7 +81,7 @@ def question_key(text: str, topic: str) -> str:
     """
     lexicon = _get_lexicon()
     text = normalize(text).text
-    quantities = [_NOT_WORD.sub("", q) for q in _QUANTITY.findall(text)]
+    quantities = [_NOT_WORD.sub("", q) for q in lexicon.quantity_re.findall(text)]
     intents = {lexicon.intent_of[m] for m in lexicon.intent_re.findall(text)}
     if intents:
         key = f"{topic}:" + "+".join(sorted(intents, key=lexicon.intent_rank.__getitem__))

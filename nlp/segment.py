@@ -14,10 +14,16 @@ import threading
 from pathlib import Path
 
 import jieba
+import yaml
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicons"
 USER_DICT = LEXICON_DIR / "userdict.txt"
 STOPWORDS = LEXICON_DIR / "stopwords.txt"
+KEYWORDS = LEXICON_DIR / "keywords.yaml"
+
+_KEYWORD_LEXICON = yaml.safe_load(KEYWORDS.read_text(encoding="utf-8"))
+_UNITS = frozenset(str(u) for u in _KEYWORD_LEXICON["units"])
+_SINGLE_CHAR_KEYWORDS = frozenset(str(c) for c in _KEYWORD_LEXICON["single_char"])
 
 _lock = threading.Lock()
 _tokenizer: jieba.Tokenizer | None = None
@@ -94,11 +100,6 @@ def keywords(text: str, k: int = 3) -> list[str]:
     return [word for word, _ in ranked[:k]]
 
 
-_UNITS = frozenset(
-    ["斤", "公斤", "kg", "码", "号", "元", "块", "块钱", "cm", "厘米", "米", "岁", "个", "件", "单"]
-)
-
-
 def _join_quantities(words: list[str]) -> list[str]:
     """Glue a number to its unit (160 + 斤 → 160斤) so a quantity ranks as one keyword."""
     out: list[str] = []
@@ -108,7 +109,3 @@ def _join_quantities(words: list[str]) -> list[str]:
         else:
             out.append(word)
     return out
-
-
-# Single characters that carry a whole topic in live-commerce chat (码 = size, 券 = coupon, …).
-_SINGLE_CHAR_KEYWORDS = frozenset("码券钱价贵斤色货")

@@ -43,7 +43,6 @@ _CONTRAST_BEFORE = 0.7
 _NEGATED_POSITIVE = -0.9
 _NEGATED_NEGATIVE = -0.5
 _CLEARLY_POSITIVE = 1.4
-_IMPERATIVE_NEGATORS = frozenset({"别", "不要"})
 
 
 def _alternation(words: Sequence[str]) -> str:
@@ -101,6 +100,8 @@ class SentimentLexicon:
     weights: Mapping[str, float]
     """Signed weight per phrase; 0 for neutral phrases."""
     intensifiers: Mapping[str, float]
+    imperative_negators: frozenset[str]
+    """Negators that cancel rather than flip a negative phrase."""
     contrast_re: re.Pattern[str] | None
     complaint_re: re.Pattern[str] | None
 
@@ -145,6 +146,9 @@ class SentimentLexicon:
             phrase_re=re.compile("|".join(branches)),
             weights=weights,
             intensifiers=intensifiers,
+            imperative_negators=frozenset(
+                _words(data.get("imperative_negators"), f"{source}: imperative_negators")
+            ),
             contrast_re=re.compile(_alternation(contrast)) if contrast else None,
             complaint_re=re.compile(_alternation(complaint)) if complaint else None,
         )
@@ -271,8 +275,8 @@ class RulesClassifier:
             if negator:
                 if weight > 0:
                     weight *= _NEGATED_POSITIVE
-                elif negator in _IMPERATIVE_NEGATORS:
-                    # 别烦我 / 别生气 tell someone off or soothe; neither praises.
+                elif negator in lex.imperative_negators:
+                    # A warning or a reassurance, not praise.
                     continue
                 else:
                     weight *= _NEGATED_NEGATIVE

@@ -54,8 +54,8 @@ class SnowNLPClassifier:
 
     def __init__(self, rules: RulesClassifier | None = None) -> None:
         self.rules = rules or RulesClassifier()
-        # Load SnowNLP's models now, not inside the first batch (it takes seconds).
-        _positive_probability("预热")
+        # Load SnowNLP's models now (they load on import, for seconds), not inside the first batch.
+        _snownlp()
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         out = []
