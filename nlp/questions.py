@@ -47,10 +47,10 @@ def _build_lexicon(data: dict[str, Any]) -> _QuestionLexicon:
             intent_of[str(phrase).lower()] = str(name)
     drop = [str(w).lower() for w in data.get("drop") or []]
     units = [str(u).lower() for u in data.get("quantity_units") or []]
-    # 1米6 (a height) has its unit in the middle.
-    quantity = r"\d米\d"
-    if units:
-        quantity = rf"\d+(?:\.\d+)?\s*(?:{_alternation(units)})|" + quantity
+    parts = [rf"\d+(?:\.\d+)?\s*(?:{_alternation(units)})"] if units else []
+    parts += [f"(?:{p})" for p in data.get("quantity_patterns") or []]
+    # Without any unit nothing counts as a quantity ("(?!)" never matches).
+    quantity = "|".join(parts) or "(?!)"
     return _QuestionLexicon(
         intent_re=re.compile(_alternation(list(intent_of))),
         quantity_re=re.compile(quantity),
