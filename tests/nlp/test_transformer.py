@@ -1,0 +1,160 @@
+"""TransformerClassifier: loading, batching, odd inputs and errors (a tiny random model, the shipped one)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from bot.errors import ModelError  # noqa: E402
+from nlp.classifiers import make_classifier  # noqa: E402
+from nlp.classifiers.base import Prediction  # noqa: E402
+from nlp.classifiers.transformer import (  # noqa: E402
+    MODEL_DIR,
+    LiveCommentConfig,
+    LiveCommentForSequenceClassification,
+    TransformerClassifier,
+    clip_text,
+)
+from nlp.train import build_vocab, save_tokenizer  # noqa: E402
+
+TEXTS = [
+    "多少钱",
+    "主播这件衣服质量太差了,洗一次就起球",
+    "",
+    "已拍",
+    "160斤穿什么码?",
+    "哈哈哈",
+    "怎么还不发货",
+    "好看",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised livecomment model with a char vocabulary, saved like a trained one."""
+    out = tmp_path_factory.mktemp("tiny-model")
+    torch.manual_seed(0)
+    vocab = build_vocab(TEXTS * 2, min_count=1)
+    config = LiveCommentConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=34,
+        ngram_buckets=512,
+        max_text_chars=32,
+    )
+    model = LiveCommentForSequenceClassification(config)
+    # Non-zero n-gram weights, so the wide part is exercised too.
+    torch.nn.init.normal_(model.ngrams.weight, std=0.5)
+    model.save_pretrained(str(out), safe_serialization=True)
+    save_tokenizer(vocab, out, 34)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir: Path) -> TransformerClassifier:
+    return TransformerClassifier(str(tiny_dir), threads=1, batch_size=3)
+
+
+def _valid(p: Prediction) -> None:
+    assert len(p.sentiment_probs) == 3
+    assert all(0.0 <= x <= 1.0 for x in p.sentiment_probs)
+    assert math.isclose(sum(p.sentiment_probs), 1.0, abs_tol=1e-5)
+    assert 0.0 <= p.confusion_score <= 1.0
+
+
+def test_loads_from_a_directory_and_predicts(tiny: TransformerClassifier) -> None:
+    preds = tiny.predict(TEXTS)
+    assert len(preds) == len(TEXTS)
+    for p in preds:
+        _valid(p)
+    assert tiny.name == "transformer"
+
+
+def test_batch_out_order_equals_batch_in_order(tiny: TransformerClassifier) -> None:
+    # batch_size=3 splits the input across several length-sorted forward passes.
+    batch = tiny.predict(TEXTS)
+    single = [tiny.predict([t])[0] for t in TEXTS]
+    for b, s in zip(batch, single, strict=True):
+        assert b.sentiment_probs == pytest.approx(s.sentiment_probs, abs=1e-5)
+        assert b.confusion_score == pytest.approx(s.confusion_score, abs=1e-5)
+    reversed_batch = tiny.predict(TEXTS[::-1])
+    for r, b in zip(reversed_batch, batch[::-1], strict=True):
+        assert r.sentiment_probs == pytest.approx(b.sentiment_probs, abs=1e-5)
+
+
+def test_empty_long_and_emoji_texts(tiny: TransformerClassifier) -> None:
+    assert tiny.predict([]) == []
+    long_text = "质量很好" * 5000
+    odd = ["", " ", "😂😂😂", "[捂脸]", "👍", long_text, "\u200b", "𠀀𠀁"]
+    preds = tiny.predict(odd)
+    assert len(preds) == len(odd)
+    for p in preds:
+        _valid(p)
+
+
+def test_clip_text_keeps_head_and_tail() -> None:
+    text = "头" * 100 + "中" * 100 + "尾" * 100
+    clipped = clip_text(text, 30)
+    assert len(clipped) == 30
+    assert clipped.startswith("头" * 20) and clipped.endswith("尾" * 10)
+    assert clip_text("短", 30) == "短"
+
+
+def test_quantized_model_agrees(tiny_dir: Path, tiny: TransformerClassifier) -> None:
+    quantized = TransformerClassifier(str(tiny_dir), threads=1, quantize=True)
+    for a, b in zip(quantized.predict(TEXTS), tiny.predict(TEXTS), strict=True):
+        _valid(a)
+        assert a.sentiment_probs == pytest.approx(b.sentiment_probs, abs=0.05)
+
+
+def test_registry_builds_it(tiny_dir: Path) -> None:
+    classifier = make_classifier("transformer", model=str(tiny_dir), threads=1)
+    assert classifier.name == "transformer"
+    assert len(classifier.predict(["好看", "多少钱"])) == 2
+
+
+def test_missing_directory_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"classifier\.model"):
+        TransformerClassifier(str(tmp_path / "nope"))
+
+
+def test_hub_name_without_hub_access_names_the_setting() -> None:
+    with pytest.raises(ModelError, match=r"classifier\.model.*allow_hub"):
+        TransformerClassifier("someone/some-model", allow_hub=False)
+
+
+def test_directory_without_a_model_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"classifier\.model.*config\.json"):
+        TransformerClassifier(str(tmp_path))
+
+
+def test_broken_weights_are_a_model_error(tiny_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match=r"classifier\.model"):
+        TransformerClassifier(str(broken))
+
+
+@pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").is_file(), reason="no shipped model")
+def test_shipped_model_reads_live_comments() -> None:
+    classifier = TransformerClassifier()
+    assert (MODEL_DIR / "MODEL_CARD.md").is_file()
+    size_mb = (MODEL_DIR / "model.safetensors").stat().st_size / 1e6
+    assert size_mb <= 30
+    texts = ["多少钱", "几号链接", "太贵了,质量也差", "主播好美,已拍", "来了"]
+    preds = classifier.predict(texts)
+    assert preds[0].confusion and preds[1].confusion
+    assert preds[2].sentiment == "neg"
+    assert preds[3].sentiment == "pos"
+    assert not preds[4].confusion
