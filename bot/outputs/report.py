@@ -436,7 +436,7 @@ def _targets_section(r: SessionReport) -> str:
         )
     return (
         '<section id="targets"><h2>节奏: 实际 vs 目标</h2>'
-        '<p class="note">按助手给出的建议计算 (回放中无人确认, 即"照做时"的节奏)。</p>'
+        '<p class="note">按助手在本场给出的建议计算 (回放时假设每条建议都照做)。</p>'
         '<table><thead><tr><th>指标</th><th class="n">实际</th><th>目标</th><th></th>'
         "<th>说明</th></tr></thead>"
         f'<tbody>{"".join(rows)}</tbody></table></section>'
@@ -580,8 +580,10 @@ def _suggestions_section(r: SessionReport) -> str:
 
 
 _SKIP_LABELS = {
-    "bad_json": "JSON 无法解析", "invalid_event": "字段不合法", "bad_encoding": "编码错误", "empty": "空行",
-    "bad_time": "时间无法解析", "unknown_kind": "未知事件类型", "bad_row": "行格式错误",
+    # bot.sources.replay.SkipReason values
+    "bad_encoding": "编码错误", "bad_json": "JSON 无法解析", "bad_event": "字段缺失或类型错误",
+    "bad_row": "CSV 行缺少文本列", "bad_time": "时间无法解析", "empty_text": "空弹幕",
+    "bad_xml": "XML 元素损坏",
 }
 
 

@@ -728,6 +728,11 @@ def find_negative_moments(
                 spans.append([i, i + width - 1])
     moments = []
     for lo, hi in spans:
+        # Trim calm edge minutes the sliding windows dragged in: the moment is where the negatives are.
+        while lo < hi and minutes[lo].neg_share < threshold:
+            lo += 1
+        while hi > lo and minutes[hi].neg_share < threshold:
+            hi -= 1
         block = minutes[lo:hi + 1]
         tc: Counter[str] = Counter()
         for t in topics[lo:hi + 1]:
@@ -752,9 +757,10 @@ def plan_segments(
     """Session segments: the run-sheet's (recorded or suggested switches), else equal time blocks.
 
     Sources, first that applies: `meta["segments"]` (list of {ts, name}); accepted script switches;
-    all script-switch suggestions (what the assistant would have switched to). Switch plans that are
-    too fragmented (more than MAX_RUNSHEET_SEGMENTS after merging spans under 3 minutes) fall back to
-    time blocks: thirds for sessions up to 30 minutes, otherwise blocks of 10-minute multiples (≤ 8).
+    all script-switch suggestions (what the assistant would have switched to). Segments shorter than
+    3 minutes (a tenth of the session, if less) are folded into the next; plans still more fragmented
+    than MAX_RUNSHEET_SEGMENTS fall back to time blocks: thirds for sessions up to 30 minutes,
+    otherwise blocks of 10-minute multiples (at most 8).
     """
     recorded = meta.get("segments")
     candidates: list[tuple[int, str, str]] = []
@@ -778,14 +784,15 @@ def _runsheet_plan(
     start_ts: int, end_ts: int, switches: list[tuple[int, str, str]]
 ) -> list[_SegmentPlan] | None:
     switches.sort(key=lambda s: s[0])
+    min_ms = min(MIN_RUNSHEET_SEGMENT_MS, (end_ts - start_ts) // 10)
     first_name = switches[0][2] or "开场"
     plan = [_SegmentPlan(first_name, start_ts, "runsheet")]
     for ts, name, _ in switches:
         ts = max(ts, start_ts)
         if name == plan[-1].name:
             continue
-        if ts - plan[-1].start_ts < MIN_RUNSHEET_SEGMENT_MS and len(plan) > 1:
-            # A segment that lasted under 3 minutes is folded into the one that replaced it.
+        if ts - plan[-1].start_ts < min_ms:
+            # A segment that barely lasted is folded into the one that replaced it.
             plan[-1] = _SegmentPlan(name, plan[-1].start_ts, "runsheet")
             if len(plan) > 1 and plan[-2].name == name:
                 plan.pop()
