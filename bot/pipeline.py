@@ -270,9 +270,11 @@ class Pipeline:
 
     async def stop(self) -> None:
         """Drain: everything submitted before stop() is analysed and stored, then run() returns."""
+        if self._stopping:
+            return
         self._stopping = True
-        if self._running:
-            await self._queue.put(_STOP)
+        # Always enqueue the sentinel: run() may be scheduled but not yet started.
+        await self._queue.put(_STOP)
 
     def close(self) -> None:
         self._nlp_pool.shutdown(wait=True)
