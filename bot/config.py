@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.errors import ConfigError
+from bot.outputs.alerts.config import AlertsConfig
 
 
 class _Section(BaseModel):
@@ -82,7 +83,7 @@ class ScreenConfig(_Section):
 
 
 class ScriptSwitchConfig(_Section):
-    hold_s: int = Field(3, ge=0, le=120)
+    hold_s: int = Field(2, ge=0, le=120)
     """A candidate segment's trigger must keep firing this many seconds before a switch is suggested."""
     exit_ratio: float = Field(0.6, ge=0.1, le=1.0)
     """Hysteresis: the current segment keeps the floor while one of its triggers reads at least this
@@ -236,6 +237,7 @@ class Config(_Section):
     status: StatusConfig = StatusConfig()
     screen: ScreenConfig = ScreenConfig()
     advisors: AdvisorsConfig = AdvisorsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     rooms: tuple[RoomConfig, ...] = Field(default_factory=_default_rooms, min_length=1)
 
     @model_validator(mode="after")

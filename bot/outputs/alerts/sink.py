@@ -54,6 +54,8 @@ class AlertSink:
     dispatcher. Non-alert suggestions are taken only when a robot lists their kind in `rules`.
     """
 
+    name = "alerts"
+
     def __init__(
         self,
         cfg: AlertsConfig,
