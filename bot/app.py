@@ -1,7 +1,8 @@
 """App: builds everything from Config and runs it; start/stop order in one place.
 
 Shutdown runs in reverse of start-up: stop sources → drain the pipeline (every submitted event is
-analysed and stored) → end sessions → close the store.
+analysed and stored) → stop the advisor ticker and run a last tick → flush suggestions to the sinks →
+end sessions → close the store → close the host screen.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from bot.sources.base import Source
 from bot.state import RoomState
 
 if TYPE_CHECKING:
+    from bot.advisors.base import Suggestion
+    from bot.advisors.engine import AdvisorEngine
+    from bot.dispatcher import Dispatcher
     from bot.outputs.screen import ScreenServer
+    from bot.scheduler import LiveTicker
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,20 @@ def build_source(
     raise ConfigError(f"unsupported source kind {getattr(src_cfg, 'kind', '?')!r}", key=f"rooms[{index}].sources")
 
 
+def build_engines(
+    cfg: Config, *, clock: Clock | None = None, follow: bool = False, script: str | None = None
+) -> dict[str, AdvisorEngine]:
+    """One advisor engine per configured room (none with advisors off); ScriptError for a bad run-sheet."""
+    if not cfg.advisors.enabled:
+        return {}
+    from bot.advisors.engine import build_engine
+
+    return {
+        r.name: build_engine(r.name, cfg.advisors, script=script or r.script, clock=clock, follow=follow)
+        for r in cfg.rooms
+    }
+
+
 @dataclass
 class App:
     """The live service: sources → pipeline → RoomState/store, plus the terminal status line."""
@@ -77,6 +96,8 @@ class App:
     out: TextIO = sys.stderr
 
     def __post_init__(self) -> None:
+        # Run-sheets first: a bad one is a clear error before anything is opened.
+        self.engines: dict[str, AdvisorEngine] = build_engines(self.cfg, clock=self.clock)
         self.hasher = make_hasher(self.cfg)
         self.store: Store | None = Store.open(self.cfg.store_path) if self.cfg.store.enabled else None
         p = self.cfg.pipeline
@@ -87,6 +108,8 @@ class App:
             session_meta={"classifier": self.cfg.classifier.name},
         )
         self.sources: list[Source] = []
+        for room_name, engine in self.engines.items():
+            engine.bind(self.pipeline.state(room_name))
         for i, room in enumerate(self.cfg.rooms):
             state = self.pipeline.state(room.name)
             for src_cfg in room.sources:
@@ -105,6 +128,7 @@ class App:
                 self.cfg.screen, snapshot_provider=self.screen_snapshots, action_handler=actions,
                 clock=self.clock,
             )
+        self._build_advisor_outputs()
         self._stop = asyncio.Event()
 
     @property
@@ -119,9 +143,16 @@ class App:
         return getattr(self, "engine", None)
 
     def screen_snapshots(self) -> dict[str, dict[str, Any]]:
-        """Every room's snapshot at the clock's now (quiet rooms age too), for the host screen."""
+        """Every room's snapshot at the clock's now (quiet rooms age too), for the host screen.
+
+        With advisors, `advisors` adds the segment, its talking points and the coupon/prompt countdowns.
+        """
         now = self.clock.now_ms()
-        return {room: st.snapshot(now) for room, st in self.states.items()}
+        out = {room: st.snapshot(now) for room, st in self.states.items()}
+        for room, engine in self.engines.items():
+            if room in out:
+                out[room]["advisors"] = engine.status(now)
+        return out
 
     def request_stop(self) -> None:
         """Signal-safe: SIGINT/SIGTERM only ask for a stop; run() does the ordered shutdown."""
@@ -139,6 +170,7 @@ class App:
             hint = "  (地址需带 ?token=…)" if self.cfg.screen.token or self.cfg.screen.control_token else ""
             print(f"主播屏: {self.screen.url}  场控: {self.screen.control_url}{hint}",
                   file=self.out, flush=True)
+        await self._start_advisors()
         pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         source_tasks = [
             asyncio.create_task(self._run_source(s), name=f"source-{s.status.name}") for s in self.sources
@@ -152,6 +184,42 @@ class App:
                 await self._stop.wait()
         finally:
             await self._shutdown(source_tasks, pipeline_task, status_task)
+
+    def _build_advisor_outputs(self) -> None:
+        from bot.dispatcher import CallbackSink, Dispatcher, Sink, StoreSink
+        from bot.scheduler import LiveTicker
+
+        sinks: list[Sink] = []
+        if self.store is not None:
+            sinks.append(StoreSink(self.store, self.pipeline.sessions.get))
+        screen = self.screen
+        if screen is not None:
+            sinks.append(CallbackSink("screen", lambda s: screen.publish_suggestion(s.room, s.to_json())))
+        self.dispatcher: Dispatcher = Dispatcher(sinks)
+        self.ticker: LiveTicker = LiveTicker(self.clock)
+
+    async def _start_advisors(self) -> None:
+        await self.dispatcher.start()
+        if self.engines:
+            self.ticker.add_job("advisors", self.cfg.advisors.tick_s, self._advisor_tick)
+            await self.ticker.start()
+
+    async def _advisor_tick(self, now: int) -> None:
+        """One tick of every room's advisors; new suggestions and state changes go to the sinks."""
+        items: list[Suggestion] = []
+        for room, engine in self.engines.items():
+            items += engine.tick(self.pipeline.state(room), now)
+            items += engine.drain_changes()
+        await self.dispatcher.dispatch(items)
+
+    async def _stop_advisors(self) -> None:
+        await self.ticker.stop()
+        if self.engines:
+            try:
+                await self._advisor_tick(self.clock.now_ms())
+            except Exception:
+                log.exception("last advisor tick failed")
+        await self.dispatcher.stop()
 
     async def _run_source(self, src: Source) -> None:
         try:
@@ -183,6 +251,11 @@ class App:
             log.error("pipeline did not drain within 30 s; %d events still queued", self.pipeline.queue_depth)
             pipeline_task.cancel()
         self.pipeline.close()
+        try:
+            async with asyncio.timeout(10):
+                await self._stop_advisors()
+        except TimeoutError:
+            log.error("advisors did not stop within 10 s; the last suggestions may not be stored")
         if self.store is not None:
             now = self.clock.now_ms()
             for sid in self.pipeline.sessions.values():
@@ -228,6 +301,10 @@ class ReplayResult:
     stats: object
     pipeline: dict[str, int]
     events: list[Event] = field(default_factory=list)
+    suggestions: list[Suggestion] = field(default_factory=list)
+    """Everything the advisors said, in the order they said it (event time)."""
+    advisor_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per room: achieved vs target (AdvisorEngine.stats)."""
 
 
 async def replay_file(
@@ -239,8 +316,15 @@ async def replay_file(
     store: Store | None = None,
     on_event: Callable[[Event], None] | None = None,
     progress: bool = False,
+    script: str | None = None,
+    on_suggestion: Callable[[Suggestion], None] | None = None,
 ) -> ReplayResult:
-    """Run a log through the same pipeline as live, on event time; returns the final room state."""
+    """Run a log through the same pipeline as live, on event time; returns the final room state.
+
+    With `[advisors] enabled`, the same advisors as live tick every `advisors.tick_s` of event time (a
+    VirtualTicker advanced before each event is applied), assuming the host follows every suggestion.
+    `script` picks the run-sheet (else the room's `script`, else `advisors.script`).
+    """
     from bot.sources.replay import ReplaySource
 
     clock = EventTimeClock()
@@ -254,6 +338,8 @@ async def replay_file(
         path, hasher=make_hasher(cfg), clock=clock, speed=speed, room=room, store_names=cfg.privacy.store_names
     )
     bar = _progress_bar(path) if progress else None
+    advisors = _ReplayAdvisors(cfg, pipeline, script=script, on_suggestion=on_suggestion)
+    pipeline.before_apply.append(advisors.before_apply)
 
     async def emit(ev: Event) -> None:
         clock.observe(ev.received_ts)
@@ -272,15 +358,94 @@ async def replay_file(
         pipeline.close()
         if bar is not None:
             bar.close()
+    advisors.finish()
     rooms = list(pipeline.states)
     state = pipeline.states[rooms[0]] if rooms else RoomState(room or path.stem)
     sid = pipeline.sessions.get(state.room)
+    if store is not None:
+        advisors.store(store)
     if store is not None and sid is not None:
         store.end_session(
             sid, clock.now_ms(),
             {"pipeline": pipeline.stats.as_dict(), "replay_stats": _stats_dict(source.stats)},
         )
-    return ReplayResult(state=state, session_id=sid, stats=source.stats, pipeline=pipeline.stats.as_dict())
+    return ReplayResult(
+        state=state, session_id=sid, stats=source.stats, pipeline=pipeline.stats.as_dict(),
+        suggestions=advisors.suggestions, advisor_stats=advisors.stats(),
+    )
+
+
+class _ReplayAdvisors:
+    """The live advisors on event time: one engine per room, ticked by a VirtualTicker before each event."""
+
+    def __init__(
+        self, cfg: Config, pipeline: Pipeline, *, script: str | None,
+        on_suggestion: Callable[[Suggestion], None] | None,
+    ) -> None:
+        from bot.scheduler import VirtualTicker
+        from bot.scripts import load_run_sheet
+
+        self.cfg = cfg
+        self.enabled = cfg.advisors.enabled
+        self.pipeline = pipeline
+        self.script = script
+        self.on_suggestion = on_suggestion
+        self.engines: dict[str, AdvisorEngine] = {}
+        self.suggestions: list[Suggestion] = []
+        self.ticker = VirtualTicker()
+        self.ticker.add_job("advisors", cfg.advisors.tick_s, self._tick)
+        self._last_ts: int | None = None
+        if self.enabled:
+            load_run_sheet(script or cfg.advisors.script)  # a bad run-sheet fails before the replay starts
+
+    def _engine(self, room: str) -> None:
+        from bot.advisors.engine import build_engine
+
+        configured = next((r.script for r in self.cfg.rooms if r.name == room), "")
+        self.engines[room] = build_engine(
+            room, self.cfg.advisors, script=self.script or configured, follow=True
+        )
+
+    def before_apply(self, ev: Event) -> None:
+        if not self.enabled:
+            return
+        if ev.room not in self.engines:
+            self._engine(ev.room)
+        self.ticker.advance(ev.received_ts)
+        if self._last_ts is None or ev.received_ts > self._last_ts:
+            self._last_ts = ev.received_ts
+
+    def _tick(self, now: int) -> None:
+        for room, engine in self.engines.items():
+            st = self.pipeline.states.get(room)
+            if st is None:
+                continue
+            for s in engine.tick(st, now):
+                self.suggestions.append(s)
+                if self.on_suggestion is not None:
+                    self.on_suggestion(s)
+
+    def finish(self) -> None:
+        """One last tick after the final event, so its second is judged too."""
+        if self.enabled and self._last_ts is not None:
+            self.ticker.advance(self._last_ts + round(self.cfg.advisors.tick_s * 1000))
+        if self.ticker.errors:
+            log.error("advisor ticks failed %d time(s) during this replay (tracebacks above); "
+                      "its suggestions are incomplete", sum(self.ticker.errors.values()))
+
+    def store(self, store: Store) -> None:
+        from bot.dispatcher import StoreSink
+
+        sink = StoreSink(store, self.pipeline.sessions.get)
+        for s in self.suggestions:
+            sid = self.pipeline.sessions.get(s.room)
+            if sid is not None:
+                sink.write_now(sid, s)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        if self._last_ts is None:
+            return {}
+        return {room: e.stats(self._last_ts) for room, e in self.engines.items()}
 
 
 def _stats_dict(stats: object) -> dict[str, object]:

@@ -87,13 +87,64 @@ def cmd_replay(args: argparse.Namespace) -> int:
     store = Store.open(store_path) if (cfg.store.enabled or args.out) else None
     try:
         result = asyncio.run(
-            replay_file(path, cfg, speed=args.speed, room=args.room, store=store, progress=not args.quiet)
+            replay_file(path, cfg, speed=args.speed, room=args.room, store=store, progress=not args.quiet,
+                        script=args.script)
         )
     finally:
         if store is not None:
             store.close()
+    if args.suggestions_out:
+        _write_suggestions(Path(args.suggestions_out), result.suggestions)
     print(format_replay_summary(result, store_path if store is not None else None))
+    if args.suggestions_out:
+        print(f"  建议已写入 {args.suggestions_out}")
     return 0
+
+
+def _write_suggestions(path: Path, suggestions: Sequence[Any]) -> None:
+    from bot.dispatcher import suggestion_line
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as f:
+            for s in suggestions:
+                f.write(suggestion_line(s) + "\n")
+    except OSError as e:
+        raise LivebotError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+_KIND_ZH = {"script_switch": "切换话术", "coupon": "发券", "prompt": "互动口令", "alert": "告警"}
+
+
+def format_advisor_summary(result: Any) -> list[str]:
+    """Suggestion counts and achieved vs target (prompts/min, coupon intervals, promotional pushes/min)."""
+    counts: dict[str, int] = {}
+    for s in getattr(result, "suggestions", []):
+        counts[str(s.kind)] = counts.get(str(s.kind), 0) + 1
+    stats = getattr(result, "advisor_stats", {}) or {}
+    if not counts and not stats:
+        return []
+    review = sum(1 for s in result.suggestions if s.needs_review)
+    lines = [
+        "  建议: " + " · ".join(f"{zh} {counts.get(k, 0)}" for k, zh in _KIND_ZH.items())
+        + (f" (其中 {review} 条需人工复核)" if review else "")
+    ]
+    for room, st in stats.items():
+        p, c = st["prompts"], st["coupons"]
+        lo, hi = p["range_per_min"]
+        mean = p["mean_responses"]
+        lines.append(
+            f"  [{room}] 互动口令 {p['achieved_per_min']:.1f} 次/分 "
+            f"(目标 {p['target_per_min']:g}, 区间 {lo:g}–{hi:g})"
+            + (f", 平均每次回应 {mean:g} 条" if mean is not None else "")
+        )
+        gaps = c["intervals_s"]
+        gap_text = f", 间隔 {min(gaps)}–{max(gaps)} 秒" if gaps else ""
+        lines.append(
+            f"  [{room}] 发券 {c['drops']} 次 (预算 {c['budget']}, 每小时上限 {c['per_hour']}){gap_text}; "
+            f"推广每分钟最多 {st['promo_pushes_max_per_min']} 次 (上限 {st['promo_cap_per_min']})"
+        )
+    return lines
 
 
 def format_replay_summary(result: Any, store_path: Path | None) -> str:
@@ -122,9 +173,35 @@ def format_replay_summary(result: Any, store_path: Path | None) -> str:
     if groups:
         lines.append("  高频问题 (最近 5 分钟内, 近似合并):")
         lines.extend(f"    [{g.topic}] ×{g.count}: {' / '.join(g.examples)}" for g in groups)
+    lines.extend(format_advisor_summary(result))
     if result.session_id and store_path is not None:
         lines.append(f"  会话 {result.session_id} 已存入 {store_path}")
     return "\n".join(lines)
+
+
+# -- scripts ----------------------------------------------------------------------------------------
+
+
+def cmd_scripts_check(args: argparse.Namespace) -> int:
+    from bot.scripts import check_dir
+
+    bad = 0
+    results = check_dir(args.path)
+    if not results:
+        raise LivebotError(f"no run-sheets (*.yaml, *.yml) in {args.path}")
+    for r in results:
+        if r.error is not None:
+            bad += 1
+            print(f"错误 {r.error}")
+        elif r.sheet is not None:
+            sheet = r.sheet
+            prompts = sum(len(p.prompts) for p in sheet.prompt_pools)
+            print(f"通过 {r.path}: {sheet.show.name} ({sheet.show.category}, {len(sheet.segments)} 个段落, "
+                  f"{prompts} 条互动口令)")
+    if bad:
+        print(f"{bad}/{len(results)} 个话术脚本有错误", file=sys.stderr)
+        return 2
+    return 0
 
 
 # -- classify / eval --------------------------------------------------------------------------------
@@ -219,6 +296,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------------------
 
 
+def _scripts_help(args: argparse.Namespace) -> int:
+    print("usage: livebot scripts check DIR|FILE", file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livebot",
@@ -245,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max (default) = as fast as possible; N = N× real time")
     p.add_argument("--room", help="room name (default: from the log, or the file name)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--script", help="run-sheet for the advisors: a scripts_library name or a YAML file "
+                                    "(default: the room's, else [advisors] script)")
+    p.add_argument("--suggestions-out", metavar="FILE.jsonl",
+                   help="write every suggestion as one JSON line (ts in event-time ms, kind, segment/topic, "
+                        "text, reason, confidence)")
+
+    p = add("scripts", _scripts_help, "run-sheets (scripts_library format): check")
+    scripts = p.add_subparsers(dest="scripts_command", metavar="SUBCOMMAND")
+    check = scripts.add_parser(
+        "check", help="validate every run-sheet in DIR (or one FILE)",
+        description="validate run-sheets: one line per file; exit code 2 if any is invalid",
+    )
+    check.add_argument("path", metavar="DIR|FILE")
+    check.set_defaults(handler=cmd_scripts_check)
 
     p = add("classify", cmd_classify, "classify comments: sentiment, confusion, topics (stdin if no TEXT)")
     p.add_argument("text", nargs="*", metavar="TEXT")

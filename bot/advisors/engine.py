@@ -67,6 +67,10 @@ class AdvisorEngine:
         self.counts: Counter[str] = Counter()
         self.ticks = 0
 
+    def bind(self, state: RoomState) -> None:
+        """The RoomState this engine advises (also bound by the first `tick`): actions update it at once."""
+        self._state = state
+
     def _now(self, now_ms: int | None) -> int:
         if now_ms is not None:
             return now_ms
@@ -222,15 +226,14 @@ class AdvisorEngine:
     def resume_prompts(self, now_ms: int | None = None) -> None:
         self.memory.prompts.paused_until = None
 
-    def set_segment(self, segment: str, now_ms: int | None = None) -> bool:
-        """The host moved to `segment` on their own; a pending switch to it counts as accepted.
+    def set_segment(self, name: str, now_ms: int | None = None) -> None:
+        """The host moved to segment `name` on their own; a pending switch to it counts as accepted.
 
-        Returns False (and changes nothing) when the run-sheet has no such segment.
+        Raises:
+            ValueError: the run-sheet has no such segment (nothing changes).
         """
-        name = segment
         if self.plan.segment(name) is None:
-            log.warning("room=%s set_segment: no segment %r in run-sheet %s", self.room, name, self.script_name)
-            return False
+            raise ValueError(f"no segment named {name!r} in run-sheet {self.script_name or self.plan.show.name}")
         now = self._now(now_ms)
         mem = self.memory
         if mem.started_ts is None:
@@ -243,7 +246,6 @@ class AdvisorEngine:
         if pending_id is not None and target == name and pending_id in self._pending:
             self.switch.resolved(mem, pending_id)
             self._resolve(self._pending[pending_id], SuggestionState.ACCEPTED, now)
-        return True
 
     # -- numbers for screens and reports ----------------------------------------------------------
 
