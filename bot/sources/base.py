@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.events import Event
 
@@ -87,7 +88,44 @@ class ReconnectPolicy:
         self.retry_count += 1
         self.total_retry_count += 1
         cap = min(self.max_s, self.base_s * (2 ** min(self.retry_count - 1, 16)))
-        return cap / 2 + self.rng.uniform(0, cap / 2)
+        return float(cap / 2 + self.rng.uniform(0, cap / 2))
 
     def reset(self) -> None:
         self.retry_count = 0
+
+
+class RecentIds:
+    """Bounded LRU of recently seen message ids per room; drops duplicates replayed after a reconnect."""
+
+    __slots__ = ("_capacity", "_seen")
+
+    def __init__(self, capacity: int = 2048) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._capacity = capacity
+        self._seen: dict[str, OrderedDict[str, None]] = {}
+
+    def seen(self, room: str, msg_id: str | None) -> bool:
+        """Record `msg_id` for `room`; True if it was already recorded. None is never a duplicate."""
+        if msg_id is None:
+            return False
+        ids = self._seen.setdefault(room, OrderedDict())
+        if msg_id in ids:
+            ids.move_to_end(msg_id)
+            return True
+        ids[msg_id] = None
+        if len(ids) > self._capacity:
+            ids.popitem(last=False)
+        return False
+
+
+class RoomLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with `room=… platform=…` (STYLE.md *Logging*); built once per source."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = self.extra or {}
+        return f"room={extra.get('room')} platform={extra.get('platform')} {msg}", kwargs
+
+
+def room_logger(base: logging.Logger, *, room: str, platform: str) -> RoomLogger:
+    return RoomLogger(base, {"room": room, "platform": platform})

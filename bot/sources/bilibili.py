@@ -35,7 +35,7 @@ from bot.clock import Clock
 from bot.errors import ProtocolError, SourceError
 from bot.events import Event, EventKind, SystemEvent
 from bot.privacy import ViewerHasher
-from bot.sources.base import Emit, ReconnectPolicy, SourceState, SourceStatus
+from bot.sources.base import Emit, ReconnectPolicy, SourceState, SourceStatus, room_logger
 from bot.sources.bilibili_wire import (
     MAX_PACKET_LEN,
     PLATFORM,
@@ -110,14 +110,6 @@ class Bootstrap:
     token: str | None
     """None when getDanmuInfo failed: AUTH is then sent without `key`."""
     hosts: tuple[DanmuHost, ...]
-
-
-class _RoomLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with `room=… platform=bilibili` (STYLE.md *Logging*)."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = self.extra or {}
-        return f"room={extra['room']} platform={PLATFORM} {msg}", kwargs
 
 
 def parse_cookie_header(cookie: str) -> dict[str, str]:
@@ -207,7 +199,7 @@ class BilibiliSource:
         self.receive_timeout_s = receive_timeout_s if receive_timeout_s is not None else heartbeat_s + 5
         self._dedupe_size = dedupe_size
         self._trust_env = trust_env
-        self._log = _RoomLogger(logger, {"room": self.room})
+        self._log = room_logger(logger, room=self.room, platform=PLATFORM)
 
         self.status = SourceStatus(name=f"{PLATFORM}:{room_id}", platform=PLATFORM, room=self.room)
         self.popularity: int | None = None

@@ -22,9 +22,8 @@ from bot.clock import Clock
 from bot.errors import ProtocolError
 from bot.events import Event, EventKind, SystemEvent
 from bot.privacy import ViewerHasher
-from bot.sources.base import ReconnectPolicy, SourceStatus
-from bot.sources.generic_json import RecentIds
-from bot.sources.generic_ws import ANY_ROOM, ReconnectingWsSource, room_logger
+from bot.sources.base import RecentIds, ReconnectPolicy, SourceStatus, room_logger
+from bot.sources.generic_ws import ANY_ROOM, ReconnectingWsSource
 
 logger = logging.getLogger(__name__)
 

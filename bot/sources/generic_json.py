@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from bot.errors import ProtocolError
 from bot.events import STATS_KEYS, Event, EventKind
 from bot.privacy import ViewerHasher
+from bot.sources.base import RecentIds as RecentIds  # moved to base; re-exported for old imports
 
 FORMAT_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -286,28 +286,3 @@ def parse_message(
         except ProtocolError as exc:
             errors.append((index, str(exc)))
     return events, errors
-
-
-class RecentIds:
-    """Bounded LRU of recently seen message ids per room; drops duplicates replayed after a reconnect."""
-
-    __slots__ = ("_capacity", "_seen")
-
-    def __init__(self, capacity: int = 2048) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self._capacity = capacity
-        self._seen: dict[str, OrderedDict[str, None]] = {}
-
-    def seen(self, room: str, msg_id: str | None) -> bool:
-        """Record `msg_id` for `room`; True if it was already recorded. None is never a duplicate."""
-        if msg_id is None:
-            return False
-        ids = self._seen.setdefault(room, OrderedDict())
-        if msg_id in ids:
-            ids.move_to_end(msg_id)
-            return True
-        ids[msg_id] = None
-        if len(ids) > self._capacity:
-            ids.popitem(last=False)
-        return False

@@ -25,10 +25,17 @@ from bot.clock import Clock, SystemClock
 from bot.errors import ConfigError, ProtocolError, SourceError
 from bot.events import Event, EventKind, SystemEvent
 from bot.privacy import ViewerHasher
-from bot.sources.base import Emit, ReconnectPolicy, SourceState, SourceStatus
+from bot.sources.base import (
+    Emit,
+    RecentIds,
+    ReconnectPolicy,
+    RoomLogger,
+    SourceState,
+    SourceStatus,
+    room_logger,
+)
 from bot.sources.generic_json import (
     MAX_MESSAGE_BYTES,
-    RecentIds,
     decode_message,
     parse_event,
     ts_skewed,
@@ -41,18 +48,6 @@ GENERIC_PLATFORM = "generic"
 ANY_ROOM = "*"
 """Status room of a source that carries events of many rooms (each event names its own)."""
 INGEST_PATH = "/ingest"
-
-
-class RoomLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with `room=… platform=…` (STYLE.md *Logging*); built once per source."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = self.extra or {}
-        return f"room={extra.get('room')} platform={extra.get('platform')} {msg}", kwargs
-
-
-def room_logger(base: logging.Logger, *, room: str, platform: str) -> RoomLogger:
-    return RoomLogger(base, {"room": room, "platform": platform})
 
 
 def safe_url(url: str) -> str:
