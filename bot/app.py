@@ -145,13 +145,16 @@ class App:
     def screen_snapshots(self) -> dict[str, dict[str, Any]]:
         """Every room's snapshot at the clock's now (quiet rooms age too), for the host screen.
 
-        With advisors, `advisors` adds the segment, its talking points and the coupon/prompt countdowns.
+        With advisors, `advisor` adds the segment and its talking points, the run-sheet's segments, the
+        coupon and prompt countdowns and the pending suggestions (shape: bot.outputs.screen.view).
         """
+        from bot.outputs.screen.view import advisor_view
+
         now = self.clock.now_ms()
         out = {room: st.snapshot(now) for room, st in self.states.items()}
         for room, engine in self.engines.items():
             if room in out:
-                out[room]["advisors"] = engine.status(now)
+                out[room]["advisor"] = advisor_view(engine, now)
         return out
 
     def request_stop(self) -> None:
