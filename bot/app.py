@@ -157,6 +157,11 @@ class App:
                 out[room]["advisor"] = advisor_view(engine, now)
         return out
 
+    def _room_is_live(self, room: str) -> bool:
+        """Quiet hours never silence a live room: running counts as live until the platform says it ended."""
+        st = self.pipeline.states.get(room)
+        return st is None or st.live is not False
+
     def request_stop(self) -> None:
         """Signal-safe: SIGINT/SIGTERM only ask for a stop; run() does the ordered shutdown."""
         self._stop.set()
@@ -198,6 +203,13 @@ class App:
         screen = self.screen
         if screen is not None:
             sinks.append(CallbackSink("screen", lambda s: screen.publish_suggestion(s.room, s.to_json())))
+        if self.cfg.alerts.robots:
+            from bot.outputs.alerts import AlertSink, resolve_outbox_path
+
+            sinks.append(AlertSink(
+                self.cfg.alerts, outbox_path=resolve_outbox_path(self.cfg.alerts, self.cfg.store_path),
+                clock=self.clock, is_live=self._room_is_live,
+            ))
         self.dispatcher: Dispatcher = Dispatcher(sinks)
         self.ticker: LiveTicker = LiveTicker(self.clock)
 

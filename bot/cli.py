@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("jieba").setLevel(logging.WARNING)
+    if verbose < 2:
+        # Per-tick job lines and per-request access lines drown the status line.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -85,19 +91,99 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise LivebotError(f"replay log not found: {path}")
     store_path = Path(args.out) / "livebot.db" if args.out else cfg.store_path
     store = Store.open(store_path) if (cfg.store.enabled or args.out) else None
+    report_tmp = None
+    if store is None and (args.report or args.csv):
+        # The report reads the stored session: with the store disabled, replay into a throwaway one.
+        report_tmp = tempfile.TemporaryDirectory(prefix="livebot-report-")
+        store = Store.open(Path(report_tmp.name) / "livebot.db")
+    report_lines: list[str] = []
     try:
         result = asyncio.run(
             replay_file(path, cfg, speed=args.speed, room=args.room, store=store, progress=not args.quiet,
                         script=args.script)
         )
+        if store is not None and (args.report or args.csv):
+            if result.session_id is None:
+                raise LivebotError(f"nothing to report: {path} has no events")
+            report_lines = _write_report(cfg, [(store, result.session_id)], args.report, args.csv)
     finally:
         if store is not None:
             store.close()
+        if report_tmp is not None:
+            report_tmp.cleanup()
+            store = None
     if args.suggestions_out:
         _write_suggestions(Path(args.suggestions_out), result.suggestions)
     print(format_replay_summary(result, store_path if store is not None else None))
     if args.suggestions_out:
         print(f"  建议已写入 {args.suggestions_out}")
+    for line in report_lines:
+        print(line)
+    return 0
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+def _write_report(
+    cfg: Config, sources: Sequence[tuple[Any, str]], out: str | None, csv_dir: str | None
+) -> list[str]:
+    """Write the HTML report (a comparison for several sessions) and CSVs; return lines to print."""
+    from bot.outputs.report import write_reports
+    from bot.outputs.report_data import Targets
+
+    try:
+        write_reports(sources, out, csv_dir=csv_dir, targets=Targets.from_config(cfg))
+    except OSError as e:
+        raise LivebotError(f"cannot write the report: {e.strerror or e} ({e.filename})") from None
+    lines = []
+    if out:
+        kind = "报告" if len(sources) == 1 else f"对比报告 ({len(sources)} 场)"
+        lines.append(f"  {kind}已写入 {out} ({Path(out).stat().st_size / 1e6:.1f} MB)")
+    if csv_dir:
+        lines.append(f"  CSV 已写入 {csv_dir}/ (每分钟数据、问题表; UTF-8 带 BOM)")
+    return lines
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bot.app import replay_file
+    from bot.outputs.store import Store
+
+    cfg = _config(args)
+    if not args.out and not args.csv:
+        raise LivebotError("report needs --out FILE.html and/or --csv DIR")
+    with contextlib.ExitStack() as stack:
+        sources: list[tuple[Store, str]] = []
+        db_store: Store | None = None
+        db = Path(args.db) if args.db else cfg.store_path
+        for item in args.sessions:
+            log_path = Path(item)
+            if log_path.is_file():
+                # A log is replayed into a throwaway store first (closed before its directory goes).
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="livebot-report-"))
+                store = Store.open(Path(tmp) / "livebot.db")
+                stack.callback(store.close)
+                result = asyncio.run(
+                    replay_file(log_path, cfg, room=args.room, store=store, progress=not args.quiet)
+                )
+                if result.session_id is None:
+                    raise LivebotError(f"nothing to report: {log_path} has no events")
+                print(f"回放 {log_path} → 会话 {result.session_id}", file=sys.stderr)
+                sources.append((store, result.session_id))
+                continue
+            if db_store is None:
+                if not db.is_file():
+                    raise LivebotError(f"{item!r} is neither a log file nor a session: store {db} not found "
+                                       "(use --db FILE)")
+                db_store = Store.open(db)
+                stack.callback(db_store.close)
+            if db_store.session(item) is None:
+                recent = ", ".join(s.id for s in db_store.sessions()[-5:])
+                raise LivebotError(f"{item!r} is neither a log file nor a session in {db}"
+                                   + (f" (recent sessions: {recent})" if recent else ""))
+            sources.append((db_store, item))
+        for line in _write_report(cfg, sources, args.out, args.csv):
+            print(line.strip())
     return 0
 
 
@@ -296,6 +382,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------------------
 
 
+# -- alerts -----------------------------------------------------------------------------------------
+
+
+def cmd_alerts_test(args: argparse.Namespace) -> int:
+    from bot.outputs.alerts import send_test
+
+    cfg = _config(args)
+    robots = cfg.alerts.robots
+    if not robots:
+        raise LivebotError("no chat robots configured: add [[alerts.robots]] to the config file")
+    results = asyncio.run(
+        send_test(robots, screen_url=cfg.alerts.screen_url, timezone=cfg.alerts.timezone,
+                  timeout_s=cfg.alerts.request_timeout_s)
+    )
+    width = max(len(name) for name, _, _ in results)
+    for name, ok, detail in results:
+        print(f"{name:<{width}}  {'成功' if ok else '失败'}  {detail}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
+def _alerts_help(args: argparse.Namespace) -> int:
+    print("usage: livebot alerts test [--config FILE]", file=sys.stderr)
+    return 2
+
+
 def _scripts_help(args: argparse.Namespace) -> int:
     print("usage: livebot scripts check DIR|FILE", file=sys.stderr)
     return 2
@@ -332,6 +443,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suggestions-out", metavar="FILE.jsonl",
                    help="write every suggestion as one JSON line (ts in event-time ms, kind, segment/topic, "
                         "text, reason, confidence)")
+    p.add_argument("--report", metavar="FILE.html", help="write this replay's HTML report (self-contained)")
+    p.add_argument("--csv", metavar="DIR", help="write the per-minute series and question table as CSV")
+
+    p = add("report", cmd_report, "HTML report of stored sessions or logs; two or more: side by side")
+    p.add_argument("sessions", nargs="+", metavar="SESSION_ID|LOG",
+                   help="session id in the store, or a log file (replayed into a temporary store first)")
+    p.add_argument("--out", metavar="FILE.html", help="HTML file to write (several sessions: a comparison)")
+    p.add_argument("--csv", metavar="DIR", help="also write per-minute series and question tables as CSV")
+    p.add_argument("--db", metavar="FILE", help="store holding the session ids (default: the config's store)")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--room", help="room name for log files (default: from the log, or the file name)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar while replaying logs")
 
     p = add("scripts", _scripts_help, "run-sheets (scripts_library format): check")
     scripts = p.add_subparsers(dest="scripts_command", metavar="SUBCOMMAND")
@@ -341,6 +464,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("path", metavar="DIR|FILE")
     check.set_defaults(handler=cmd_scripts_check)
+
+    p = add("alerts", _alerts_help, "chat robots for field-control alerts: test")
+    alerts = p.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND")
+    test = alerts.add_parser(
+        "test", help="send one test message to each configured robot and print each result",
+        description="send one test message to each configured robot; exit 1 if any failed",
+    )
+    test.add_argument("--config", help="TOML config file")
+    test.set_defaults(handler=cmd_alerts_test)
 
     p = add("classify", cmd_classify, "classify comments: sentiment, confusion, topics (stdin if no TEXT)")
     p.add_argument("text", nargs="*", metavar="TEXT")
