@@ -7,12 +7,21 @@ value raises ConfigError naming the dotted key, e.g. ``rooms[0].sources[0].rate`
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.errors import ConfigError
 from bot.outputs.alerts.config import AlertsConfig
@@ -207,7 +216,116 @@ class ReplaySourceConfig(_Section):
     """1 = real time, N = N× real time."""
 
 
-SourceConfig = Annotated[SimulatorSourceConfig | ReplaySourceConfig, Field(discriminator="kind")]
+class _LiveSourceConfig(_Section):
+    """Reconnect settings shared by the sources that hold a network connection."""
+
+    reconnect_base_s: float = Field(1.0, gt=0, le=60)
+    """First reconnect delay, seconds; it doubles with every failed attempt (with jitter)."""
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    """Longest reconnect delay, seconds."""
+
+    @model_validator(mode="after")
+    def _ordered_backoff(self) -> Self:
+        if self.reconnect_base_s > self.reconnect_max_s:
+            raise ValueError("need reconnect_base_s <= reconnect_max_s")
+        return self
+
+
+def _url_list(value: object) -> object:
+    """`ws_url` may be one string ("" = none) or a list of them."""
+    if isinstance(value, str):
+        return (value,) if value else ()
+    return value
+
+
+class BilibiliSourceConfig(_LiveSourceConfig):
+    kind: Literal["bilibili"] = "bilibili"
+    room_id: int = Field(ge=1, le=10**12)
+    """Room number from the live URL (live.bilibili.com/<room_id>); short ids are resolved."""
+    cookie_file: str = Field("", max_length=4096)
+    """File holding a logged-in browser's whole Cookie header (SESSDATA=…; bili_jct=…; buvid3=…), mode 0600.
+    Empty = anonymous (viewer names and ids hidden). The cookie itself never goes in the TOML."""
+    cookie_env: str = Field("", max_length=128, pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    """Name of an environment variable holding the Cookie header, instead of `cookie_file`."""
+    heartbeat_s: float = Field(30.0, ge=1, le=120)
+    """Seconds between heartbeats on the danmaku socket (Bilibili expects 30)."""
+    auth_timeout_s: float = Field(5.0, gt=0, le=60)
+    """The server must answer AUTH within this many seconds, else reconnect with a new bootstrap."""
+    receive_timeout_s: float = Field(0.0, ge=0, le=600)
+    """Silence (seconds) that counts as a dead link; 0 = heartbeat_s + 5."""
+    api_base: str = Field("https://api.live.bilibili.com", pattern=r"^https?://\S+$")
+    """Live API base for the bootstrap; a relay or proxy may stand in (nav and buvid requests follow)."""
+    ws_url: Annotated[tuple[str, ...], BeforeValidator(_url_list)] = ()
+    """Danmaku websocket URL(s) replacing the bootstrap's host list (rotated); "" = the bootstrap's."""
+    trust_env: bool = False
+    """Honour HTTP(S)_PROXY / NO_PROXY from the environment for the bootstrap and the websocket."""
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("ws://", "wss://")):
+                raise ValueError(f"must start with ws:// or wss://, got {url!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_cookie(self) -> Self:
+        if self.cookie_file and self.cookie_env:
+            raise ValueError("set cookie_file or cookie_env, not both")
+        if self.receive_timeout_s and self.receive_timeout_s <= self.heartbeat_s:
+            raise ValueError("receive_timeout_s must be longer than heartbeat_s (or 0 for the default)")
+        return self
+
+
+class DouyinSourceConfig(_LiveSourceConfig):
+    kind: Literal["douyin"] = "douyin"
+    url: str = Field("ws://127.0.0.1:8888/", pattern=r"^wss?://\S+$")
+    """Push socket of DouyinBarrageGrab (its ws port, 8888 unless changed), on this PC or another one."""
+    douyin_room: str = Field("", max_length=128)
+    """Keep only this Douyin room: web room id (live.douyin.com/<id>), the anchor's 抖音号 (直播伴侣),
+    user id or sec uid. Empty = every room the tool forwards."""
+
+
+class GenericWsSourceConfig(_LiveSourceConfig):
+    kind: Literal["generic_ws"] = "generic_ws"
+    url: str = Field(pattern=r"^wss?://\S+$")
+    """Upstream that serves generic-JSON events; livebot connects out. Every event goes to this room."""
+    token: str = Field("", max_length=256)
+    """Sent as `Authorization: Bearer <token>`; empty = none. Never logged."""
+
+
+class GenericSourceConfig(_Section):
+    kind: Literal["generic"] = "generic"
+    match: tuple[str, ...] = Field(min_length=1)
+    """Events pushed to the [ingest] listener that this room takes, as "platform:room" keys (the event's
+    own `platform` and `room`), e.g. "kuaishou:3x9demo"; "platform:*" takes every room of a platform."""
+
+    @field_validator("match")
+    @classmethod
+    def _keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for key in value:
+            platform, sep, room = key.partition(":")
+            if not sep or not platform.strip() or not room.strip():
+                raise ValueError(f'each entry must read "platform:room", got {key!r}')
+            out.append(f"{platform.strip().lower()}:{room.strip()}")
+        dupes = sorted({k for k in out if out.count(k) > 1})
+        if dupes:
+            raise ValueError(f"repeated: {', '.join(dupes)}")
+        return tuple(out)
+
+
+SourceConfig = Annotated[
+    SimulatorSourceConfig
+    | ReplaySourceConfig
+    | BilibiliSourceConfig
+    | DouyinSourceConfig
+    | GenericWsSourceConfig
+    | GenericSourceConfig,
+    Field(discriminator="kind"),
+]
+_SOURCE_KINDS = frozenset({"simulator", "replay", "bilibili", "douyin", "generic_ws", "generic"})
+"""Discriminator tags pydantic inserts into error paths (left out of dotted keys)."""
 
 
 def _default_sources() -> tuple[SourceConfig, ...]:
@@ -227,8 +345,33 @@ def _default_rooms() -> tuple[RoomConfig, ...]:
     return (RoomConfig(),)
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard address: reachable from outside
+
+
+class IngestConfig(_Section):
+    enabled: bool = False
+    """Listen for generic-JSON events pushed by scrapers and plugins (ws://HOST:PORT/ingest); rooms take
+    them with a source of kind "generic" and its `match` keys."""
+    host: str = Field("127.0.0.1", min_length=1, max_length=255)
+    """Address to bind. Anything but loopback requires `token`."""
+    port: int = Field(8766, ge=0, le=65535)
+    """TCP port; 0 picks a free port (tests)."""
+    token: str = Field("", max_length=256)
+    """Pushers send it as `Authorization: Bearer <token>` or `?token=`; needed off loopback. Never logged."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed to push (e.g. an extension page); a connection with any other Origin header
+    is refused, so a web page cannot inject comments. Scrapers and plugins send no Origin."""
+
+
 class Config(_Section):
     data_dir: str = "./data"
+
     """Directory for the SQLite store and the viewer-id salt."""
     privacy: PrivacyConfig = PrivacyConfig()
     classifier: ClassifierConfig = ClassifierConfig()
@@ -238,6 +381,7 @@ class Config(_Section):
     screen: ScreenConfig = ScreenConfig()
     advisors: AdvisorsConfig = AdvisorsConfig()
     alerts: AlertsConfig = AlertsConfig()
+    ingest: IngestConfig = IngestConfig()
     rooms: tuple[RoomConfig, ...] = Field(default_factory=_default_rooms, min_length=1)
 
     @model_validator(mode="after")
@@ -258,7 +402,7 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("simulator", "replay") and out.endswith("]"):
+        elif part in _SOURCE_KINDS and out.endswith("]"):
             continue  # discriminated-union tag pydantic inserts into the path
         else:
             out += f".{part}" if out else str(part)
@@ -278,13 +422,37 @@ def _first_error(err: ValidationError) -> tuple[str, str]:
 
 def parse_config(data: dict[str, Any], *, file: str | None = None) -> Config:
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as err:
         key, msg = _first_error(err)
         extra = len(err.errors()) - 1
         if extra:
             msg += f" (and {extra} more problem{'s' if extra > 1 else ''})"
         raise ConfigError(msg, key=key, file=file) from None
+    _check_ingest(cfg, file)
+    return cfg
+
+
+def _check_ingest(cfg: Config, file: str | None) -> None:
+    """Cross-section rules: generic rooms need the listener, one room per match key, a token off loopback."""
+    ing = cfg.ingest
+    if ing.enabled and not ing.token and not _is_loopback(ing.host):
+        raise ConfigError(f"a token is required to listen on the non-loopback address {ing.host!r}",
+                          key="ingest.token", file=file)
+    claimed: dict[str, str] = {}
+    for i, room in enumerate(cfg.rooms):
+        for j, src in enumerate(room.sources):
+            if not isinstance(src, GenericSourceConfig):
+                continue
+            if not ing.enabled:
+                raise ConfigError('kind "generic" takes events pushed to the ingest listener: '
+                                  "set [ingest] enabled = true",
+                                  key=f"rooms[{i}].sources[{j}].kind", file=file)
+            for key in src.match:
+                if key in claimed and claimed[key] != room.name:
+                    raise ConfigError(f"{key!r} is already claimed by room {claimed[key]!r}",
+                                      key=f"rooms[{i}].sources[{j}].match", file=file)
+                claimed[key] = room.name
 
 
 def default_config_path() -> Path:
