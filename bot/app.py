@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,13 +18,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.clock import Clock, EventTimeClock, SystemClock
-from bot.config import Config, ReplaySourceConfig, RoomConfig, SimulatorSourceConfig
-from bot.errors import ConfigError
+from bot.config import (
+    BilibiliSourceConfig,
+    Config,
+    DouyinSourceConfig,
+    GenericSourceConfig,
+    GenericWsSourceConfig,
+    ReplaySourceConfig,
+    RoomConfig,
+    SimulatorSourceConfig,
+)
+from bot.errors import ConfigError, SourceError
 from bot.events import Event
 from bot.outputs.store import Store
 from bot.pipeline import Pipeline
 from bot.privacy import ViewerHasher, load_or_create_salt
-from bot.sources.base import Source
+from bot.sources.base import ReconnectPolicy, Source
 from bot.state import RoomState
 
 if TYPE_CHECKING:
@@ -32,6 +42,7 @@ if TYPE_CHECKING:
     from bot.dispatcher import Dispatcher
     from bot.outputs.screen import ScreenServer
     from bot.scheduler import LiveTicker
+    from bot.sources.ingest import IngestRouter
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +63,15 @@ def make_analyzer(cfg: Config) -> object:
 
 
 def build_source(
-    room: RoomConfig, index: int, src_cfg: object, *, clock: Clock, hasher: ViewerHasher, cfg: Config
+    room: RoomConfig, index: int, src_cfg: object, *, clock: Clock, hasher: ViewerHasher, cfg: Config,
+    source_index: int = 0,
 ) -> Source:
-    """One Source for one `rooms[i].sources[j]` entry; the room name becomes the Event room."""
+    """One Source for one `rooms[i].sources[j]` entry; the room name becomes the Event room.
+
+    Kind "generic" has no Source of its own: the room's events come through the one ingest listener
+    (build_ingest). Raises ConfigError naming the key for a missing file or environment variable.
+    """
+    key = f"rooms[{index}].sources[{source_index}]"
     if isinstance(src_cfg, SimulatorSourceConfig):
         from bot.sources.simulator import Simulator, SimulatorSource
 
@@ -65,12 +82,115 @@ def build_source(
 
         path = Path(src_cfg.path)
         if not path.exists():
-            raise ConfigError(f"replay file not found: {path}", key=f"rooms[{index}].sources.path")
+            raise ConfigError(f"replay file not found: {path}", key=f"{key}.path")
         return ReplaySource(
             path, hasher=hasher, clock=clock, speed=src_cfg.speed, room=room.name,
             store_names=cfg.privacy.store_names,
         )
-    raise ConfigError(f"unsupported source kind {getattr(src_cfg, 'kind', '?')!r}", key=f"rooms[{index}].sources")
+    if isinstance(src_cfg, BilibiliSourceConfig):
+        from bot.sources.bilibili import BilibiliSource
+
+        return BilibiliSource(
+            src_cfg.room_id, hasher=hasher, clock=clock, room=room.name, api_base=src_cfg.api_base,
+            ws_url=src_cfg.ws_url or None, cookie=read_cookie(src_cfg, key),
+            store_names=cfg.privacy.store_names, policy=_policy(src_cfg), heartbeat_s=src_cfg.heartbeat_s,
+            auth_timeout_s=src_cfg.auth_timeout_s, receive_timeout_s=src_cfg.receive_timeout_s or None,
+            trust_env=src_cfg.trust_env,
+        )
+    if isinstance(src_cfg, DouyinSourceConfig):
+        from bot.sources.douyin_push import DouyinPushSource
+
+        return DouyinPushSource(
+            hasher=hasher, room=room.name, url=src_cfg.url, douyin_room=src_cfg.douyin_room or None,
+            clock=clock, policy=_policy(src_cfg), store_names=cfg.privacy.store_names,
+            name=f"douyin:{src_cfg.douyin_room}" if src_cfg.douyin_room else "douyin",
+        )
+    if isinstance(src_cfg, GenericWsSourceConfig):
+        from bot.sources.generic_ws import GenericWsClient
+
+        return GenericWsClient(
+            src_cfg.url, hasher=hasher, room=room.name, token=src_cfg.token or None, clock=clock,
+            policy=_policy(src_cfg), store_names=cfg.privacy.store_names,
+        )
+    if isinstance(src_cfg, GenericSourceConfig):
+        raise ConfigError('kind "generic" is served by the [ingest] listener, not a source of its own',
+                          key=f"{key}.kind")
+    raise ConfigError(f"unsupported source kind {getattr(src_cfg, 'kind', '?')!r}", key=f"{key}.kind")
+
+
+def _policy(src_cfg: BilibiliSourceConfig | DouyinSourceConfig | GenericWsSourceConfig) -> ReconnectPolicy:
+    return ReconnectPolicy(base_s=src_cfg.reconnect_base_s, max_s=src_cfg.reconnect_max_s)
+
+
+def read_cookie(src_cfg: BilibiliSourceConfig, key: str) -> str | None:
+    """The Cookie header from `cookie_file` or `cookie_env` (None = anonymous); never logged.
+
+    A file may hold the header as copied from the browser, with or without a leading `Cookie:`, over
+    one or several lines; lines starting with # are comments.
+    """
+    if src_cfg.cookie_env:
+        value = os.environ.get(src_cfg.cookie_env, "").strip()
+        if not value:
+            raise ConfigError(f"environment variable {src_cfg.cookie_env} is not set or empty",
+                              key=f"{key}.cookie_env")
+        return _cookie_header(value)
+    if not src_cfg.cookie_file:
+        return None
+    path = Path(src_cfg.cookie_file).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"cookie file not found: {path}", key=f"{key}.cookie_file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read cookie file {path}: {reason}", key=f"{key}.cookie_file") from None
+    cookie = _cookie_header(text)
+    if not cookie:
+        raise ConfigError(f"cookie file {path} holds no cookie", key=f"{key}.cookie_file")
+    if os.name == "posix" and mode & 0o077:
+        log.warning("cookie file %s is readable by other users; chmod 600 it", path)
+    return cookie
+
+
+def _cookie_header(text: str) -> str:
+    parts = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line[:7].lower() == "cookie:":
+            line = line[7:].strip()
+        parts.append(line.rstrip(";").strip())
+    return "; ".join(p for p in parts if p)
+
+
+def build_ingest(cfg: Config, *, clock: Clock, hasher: ViewerHasher) -> IngestRouter | None:
+    """The generic ingest listener (`[ingest]`) routing pushed events to rooms by `match`; None when off."""
+    if not cfg.ingest.enabled:
+        return None
+    from bot.sources.generic_ws import GenericIngestServer
+    from bot.sources.ingest import IngestRouter
+
+    ing = cfg.ingest
+    routes = {
+        key: room.name
+        for room in cfg.rooms
+        for src in room.sources
+        if isinstance(src, GenericSourceConfig)
+        for key in src.match
+    }
+    if not routes:
+        log.warning('[ingest] is enabled but no room has a source of kind "generic": '
+                    "every pushed event will be counted as unmatched and dropped")
+    try:
+        server = GenericIngestServer(
+            port=ing.port, hasher=hasher, host=ing.host, token=ing.token or None, clock=clock,
+            store_names=cfg.privacy.store_names, allowed_origins=ing.allowed_origins, name="generic-ingest",
+        )
+    except ConfigError as e:
+        raise ConfigError(str(e).split(": ", 1)[-1], key=f"ingest.{e.key}") from None
+    return IngestRouter(server, routes)
 
 
 def build_engines(
@@ -99,6 +219,9 @@ class App:
         # Run-sheets first: a bad one is a clear error before anything is opened.
         self.engines: dict[str, AdvisorEngine] = build_engines(self.cfg, clock=self.clock)
         self.hasher = make_hasher(self.cfg)
+        # Sources before the store: a missing cookie file is an error before anything is opened.
+        built = self._build_sources()
+        self.ingest: IngestRouter | None = build_ingest(self.cfg, clock=self.clock, hasher=self.hasher)
         self.store: Store | None = Store.open(self.cfg.store_path) if self.cfg.store.enabled else None
         p = self.cfg.pipeline
         self.pipeline = Pipeline(
@@ -110,12 +233,15 @@ class App:
         self.sources: list[Source] = []
         for room_name, engine in self.engines.items():
             engine.bind(self.pipeline.state(room_name))
-        for i, room in enumerate(self.cfg.rooms):
-            state = self.pipeline.state(room.name)
-            for src_cfg in room.sources:
-                src = build_source(room, i, src_cfg, clock=self.clock, hasher=self.hasher, cfg=self.cfg)
-                self.sources.append(src)
-                state.sources[f"{src.status.platform}:{len(state.sources)}"] = src.status
+        for room in self.cfg.rooms:
+            self.pipeline.state(room.name)
+        for room_name, src in built:
+            self.sources.append(src)
+            _register_status(self.pipeline.state(room_name), src)
+        if self.ingest is not None:
+            self.sources.append(self.ingest)
+            for room_name in sorted(self.ingest.rooms):
+                _register_status(self.pipeline.state(room_name), self.ingest)
         self.screen: ScreenServer | None = None
         if self.cfg.screen.enabled:
             from bot.outputs.screen import RoomActions, ScreenServer
@@ -130,6 +256,23 @@ class App:
             )
         self._build_advisor_outputs()
         self._stop = asyncio.Event()
+
+    def _build_sources(self) -> list[tuple[str, Source]]:
+        """(room, source) for every configured source but kind "generic" (the ingest listener feeds those).
+
+        Several rooms and platforms run in one process; several sources in one room make a merged room
+        (one RoomState, each Event keeps its platform).
+        """
+        built: list[tuple[str, Source]] = []
+        for i, room in enumerate(self.cfg.rooms):
+            for j, src_cfg in enumerate(room.sources):
+                if isinstance(src_cfg, GenericSourceConfig):
+                    continue  # fed by the ingest listener
+                src = build_source(
+                    room, i, src_cfg, clock=self.clock, hasher=self.hasher, cfg=self.cfg, source_index=j
+                )
+                built.append((room.name, src))
+        return built
 
     @property
     def states(self) -> dict[str, RoomState]:
@@ -241,6 +384,9 @@ class App:
             await src.run(self.pipeline.submit)
         except asyncio.CancelledError:
             raise
+        except SourceError as e:
+            # Expected trouble (a port in use, an unreadable file): one line a human can act on.
+            log.error("room=%s source %s stopped: %s", src.status.room, src.status.name, e)
         except Exception:
             # A source bug must not take the room down silently: log it with context, keep the rest.
             log.exception("room=%s source %s crashed", src.status.room, src.status.name)
@@ -294,6 +440,16 @@ class App:
             for st in self.states.values():
                 st.advance(self.clock.now_ms())
                 print(format_status(st), file=self.out, flush=True)
+
+
+def _register_status(state: RoomState, src: Source) -> None:
+    """Expose a source's live status in its room (screen, advisors' source_down) under a unique name."""
+    name = src.status.name
+    n = 2
+    while name in state.sources:
+        name = f"{src.status.name}#{n}"
+        n += 1
+    state.sources[name] = src.status
 
 
 def format_status(st: RoomState) -> str:
