@@ -216,7 +216,8 @@ class RoomState:
     """Sliding-window view of one room; `apply()` events in, `window()`/`snapshot()` out."""
 
     def __init__(
-        self, room: str, *, question_horizon_s: int = 300, max_questions: int = 2000, recent_comments: int = 5000
+        self, room: str, *, question_horizon_s: int = 300, max_questions: int = 2000,
+        recent_comments: int = 5000,
     ) -> None:
         self.room = room
         self._ring = [_Bucket(-1) for _ in range(RING_S)]
@@ -233,6 +234,7 @@ class RoomState:
         self.segment: str | None = None
         self.recent_comments: deque[RecentComment] = deque(maxlen=recent_comments)
         """The last chat lines in arrival order (prompt-response matching, alert examples)."""
+        self._window_cache: dict[tuple[int, int], WindowStats] = {}
         self.degraded: bool = False
         self.now_ms: int = 0
 
@@ -251,6 +253,8 @@ class RoomState:
 
     def apply(self, event: Event, analysis: AnalysisLike | None = None) -> None:
         """Fold one event (and its analysis, if it was analysed) into the windows and totals."""
+        if self._window_cache:
+            self._window_cache.clear()
         t = event.received_ts
         if t > self.now_ms:
             self.now_ms = t
@@ -276,7 +280,8 @@ class RoomState:
             else:
                 self._apply_analysis(t, b, analysis)
                 self.recent_comments.append(RecentComment(
-                    t, event.text, analysis.sentiment, analysis.confusion, analysis.distrust, tuple(analysis.topics)
+                    t, event.text, analysis.sentiment, analysis.confusion, analysis.distrust,
+                    tuple(analysis.topics),
                 ))
         elif kind is EventKind.LIKE:
             tot.likes += event.count
@@ -373,38 +378,62 @@ class RoomState:
     def _buckets(self, seconds: int, end_ms: int) -> Iterable[_Bucket]:
         end_sec = end_ms // 1000
         lo = end_sec - min(seconds, RING_S)
-        for b in self._ring:
-            if lo < b.sec <= end_sec:
+        ring = self._ring
+        for sec in range(lo + 1, end_sec + 1):
+            b = ring[sec % RING_S]
+            if b.sec == sec:
                 yield b
 
     def window(self, seconds: int, now_ms: int | None = None) -> WindowStats:
-        """Sums over the last `seconds` (≤ 300) seconds ending at now."""
+        """Sums over the last `seconds` (≤ 300) seconds ending at now (treat the result as read-only).
+
+        Results are memoised until the next `apply()`: every advisor tick asks for the same few windows.
+        """
         end = self.now_ms if now_ms is None else now_ms
-        c = dict.fromkeys(
-            ("comments", "analyzed", "neg", "neu", "pos", "confused", "intent", "distrust", "asks_host",
-             "low_confidence", "likes", "gifts", "enters", "follows", "shares"), 0
-        )
+        cached = self._window_cache.get((seconds, end))
+        if cached is not None:
+            return cached
+        comments = analyzed = neg = neu = pos = confused = intent = distrust = asks_host = low_conf = 0
+        likes = gifts = enters = follows = shares = 0
         value = 0.0
-        topic: Counter[str] = Counter()
-        topic_conf: Counter[str] = Counter()
-        topic_neg: Counter[str] = Counter()
+        topic: dict[str, int] = {}
+        topic_conf: dict[str, int] = {}
+        topic_neg: dict[str, int] = {}
         viewers: set[str] = set()
         for b in self._buckets(seconds, end):
-            for k in c:
-                c[k] += getattr(b, k)
+            comments += b.comments
+            analyzed += b.analyzed
+            neg += b.neg
+            neu += b.neu
+            pos += b.pos
+            confused += b.confused
+            intent += b.intent
+            distrust += b.distrust
+            asks_host += b.asks_host
+            low_conf += b.low_confidence
+            likes += b.likes
+            gifts += b.gifts
+            enters += b.enters
+            follows += b.follows
+            shares += b.shares
             value += b.gift_value
-            topic.update(b.topic)
-            topic_conf.update(b.topic_confused)
-            topic_neg.update(b.topic_neg)
-            viewers |= b.viewers
-        return WindowStats(
-            seconds=seconds, end_ms=end, comments=c["comments"], analyzed=c["analyzed"], neg=c["neg"],
-            neu=c["neu"], pos=c["pos"], confused=c["confused"], buying_intent=c["intent"],
-            distrust=c["distrust"], asks_host=c["asks_host"], low_confidence=c["low_confidence"],
-            topic_comments=dict(topic), topic_confused=dict(topic_conf), topic_negative=dict(topic_neg),
-            likes=c["likes"], gifts=c["gifts"], gift_value=value, enters=c["enters"], follows=c["follows"],
-            shares=c["shares"], viewers=len(viewers),
+            for src, dst in ((b.topic, topic), (b.topic_confused, topic_conf), (b.topic_neg, topic_neg)):
+                for k, v in src.items():
+                    dst[k] = dst.get(k, 0) + v
+            if b.viewers:
+                viewers |= b.viewers
+        stats = WindowStats(
+            seconds=seconds, end_ms=end, comments=comments, analyzed=analyzed, neg=neg, neu=neu, pos=pos,
+            confused=confused, buying_intent=intent, distrust=distrust, asks_host=asks_host,
+            low_confidence=low_conf, topic_comments=topic, topic_confused=topic_conf,
+            topic_negative=topic_neg,
+            likes=likes, gifts=gifts, gift_value=value, enters=enters, follows=follows, shares=shares,
+            viewers=len(viewers),
         )
+        if len(self._window_cache) >= 16:
+            self._window_cache.clear()
+        self._window_cache[(seconds, end)] = stats
+        return stats
 
     def questions(self, seconds: int = 60, now_ms: int | None = None, *, limit: int = 8) -> list[QuestionGroup]:
         """Questions of the last `seconds`, near-duplicates merged, most asked first."""
