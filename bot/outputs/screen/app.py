@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -205,6 +206,25 @@ async def _close_sockets(app: web.Application) -> None:
     await app[HUB_KEY].close_all(WSCloseCode.GOING_AWAY, "server shutdown")
 
 
+async def _run_snapshots(hub: Hub) -> None:
+    """Outermost wrapper of the snapshot task: a crash is logged (pages then show the stale banner)."""
+    try:
+        await hub.run_snapshots()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("screen snapshot loop crashed; pages will show stale data")
+
+
+async def _snapshot_loop(app: web.Application) -> AsyncIterator[None]:
+    # The 2 Hz loop lives exactly as long as the app serves (aiohttp examples/background_tasks.py).
+    task = asyncio.create_task(_run_snapshots(app[HUB_KEY]), name="screen-snapshots")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def make_app(hub: Hub, guard: AccessGuard) -> web.Application:
     """The aiohttp application; state lives under typed AppKeys."""
     app = web.Application(middlewares=[_security], client_max_size=64 * 1024)
@@ -215,6 +235,7 @@ def make_app(hub: Hub, guard: AccessGuard) -> web.Application:
     app.router.add_get("/control", control_page)
     app.router.add_get("/ws", ws_handler)
     app.router.add_static("/static/", static_dir(), follow_symlinks=False, append_version=False)
+    app.cleanup_ctx.append(_snapshot_loop)
     app.on_shutdown.append(_close_sockets)
     return app
 
@@ -265,7 +286,6 @@ class ScreenServer:
         )
         self.app = make_app(self.hub, self.guard)
         self._runner: web.AppRunner | None = None
-        self._snapshot_task: asyncio.Task[None] | None = None
         self._bound_port: int | None = None
         self._state = ServerState.NEW
 
@@ -322,27 +342,14 @@ class ScreenServer:
         self._runner = runner
         addresses = runner.addresses
         self._bound_port = int(addresses[0][1]) if addresses else self.port
-        self._snapshot_task = asyncio.create_task(self._snapshots(), name="screen-snapshots")
         self._state = ServerState.RUNNING
         log.info("host screen listening on %s (loopback=%s)", self.url, self.guard.loopback)
-
-    async def _snapshots(self) -> None:
-        try:
-            await self.hub.run_snapshots()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("screen snapshot loop crashed; pages will show stale data")
 
     async def stop(self) -> None:
         """Close every page with GOING_AWAY, then stop listening. Safe to call twice."""
         if self._state is not ServerState.RUNNING:
             return
         self._state = ServerState.STOPPED
-        if self._snapshot_task is not None:
-            self._snapshot_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._snapshot_task
         await self.hub.close_all(WSCloseCode.GOING_AWAY, "server shutdown")
         if self._runner is not None:
             await self._runner.cleanup()
