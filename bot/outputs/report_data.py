@@ -488,19 +488,27 @@ class _Pass:
         self.last_ts: int | None = None
         self._seq = 0
 
-    def _minute_index(self, ts: int) -> int:
-        return min(max(0, (ts - self.start_ts) // MINUTE_MS), self.n_minutes - 1)
-
     def add(self, ev: Event, an: StoredAnalysis | None) -> None:
+        # The hot loop of the report (one call per stored event): plain comparisons, no helpers.
         t = ev.received_ts
         self.events += 1
-        self.first_ts = t if self.first_ts is None else min(self.first_ts, t)
-        self.last_ts = t if self.last_ts is None else max(self.last_ts, t)
-        mi = self._minute_index(t)
+        if self.first_ts is None or t < self.first_ts:
+            self.first_ts = t
+        if self.last_ts is None or t > self.last_ts:
+            self.last_ts = t
+        mi = (t - self.start_ts) // MINUTE_MS
+        if mi < 0:
+            mi = 0
+        elif mi >= self.n_minutes:
+            mi = self.n_minutes - 1
         m = self.minutes[mi]
-        if ev.user_id is not None:
-            self.viewers.add(ev.user_id)
-            self._active(mi, ev.user_id)
+        user = ev.user_id
+        if user is not None:
+            self.viewers.add(user)
+            viewers = self.minute_viewers.get(mi)
+            if viewers is None:
+                viewers = self._new_minute(mi)
+            viewers.add(user)
         kind = ev.kind
         if kind is EventKind.CHAT:
             self._chat(ev, an, t, mi, m)
@@ -528,44 +536,52 @@ class _Pass:
                 m.online = online if m.online is None else max(m.online, online)
                 self.peak_online = online if self.peak_online is None else max(self.peak_online, online)
 
-    def _active(self, mi: int, user_id: str) -> None:
-        viewers = self.minute_viewers.get(mi)
-        if viewers is None:
-            # Receive order is (nearly) time order: minutes two behind the newest are complete.
-            for old in [k for k in self.minute_viewers if k < mi - 1]:
-                self.minutes[old].active = len(self.minute_viewers.pop(old))
-            viewers = self.minute_viewers[mi] = set()
-        viewers.add(user_id)
+    def _new_minute(self, mi: int) -> set[str]:
+        # Receive order is (nearly) time order: minutes two behind the newest are complete.
+        for old in [k for k in self.minute_viewers if k < mi - 1]:
+            self.minutes[old].active = len(self.minute_viewers.pop(old))
+        viewers = self.minute_viewers[mi] = set()
+        return viewers
 
     def _chat(self, ev: Event, an: StoredAnalysis | None, t: int, mi: int, m: _Minute) -> None:
         self.comments += 1
         m.comments += 1
         if ev.user_id is not None:
             self.commenters.add(ev.user_id)
-        seg = self._segment(t)
+        segments = self.segments
+        if len(segments) == 1:
+            seg = segments[0]
+        else:
+            seg = segments[max(0, bisect.bisect_right(self.plan_starts, t) - 1)]
         seg.comments += 1
+        words = seg.keywords
         if an is None:
             self.unanalyzed += 1
             m.unanalyzed += 1
-            seg.keywords.update(_keywords_of(ev.text, None))
+            for w in _keywords_of(ev.text, None):
+                words[w] += 1
             return
         self.analyzed += 1
         m.analyzed += 1
         seg.analyzed += 1
         self.classifiers[an.classifier] += 1
-        self.sentiment[an.sentiment] += 1
-        seg.keywords.update(_keywords_of(ev.text, an))
-        if an.sentiment == "neg":
+        sentiment = an.sentiment
+        self.sentiment[sentiment] += 1
+        for w in an.keywords:
+            if not _DIGITS.issuperset(w):
+                words[w] += 1
+        if sentiment == "neg":
             m.neg += 1
             seg.neg += 1
-            m.neg_topics.update(an.topics)
+            for topic in an.topics:
+                m.neg_topics[topic] += 1
             self._seq += 1
             item = (an.sentiment_probs[0], -self._seq, ev.text.strip())
             if len(m.neg_examples) < NEGATIVE_EXAMPLES_PER_MIN:
                 heapq.heappush(m.neg_examples, item)
             elif item[0] > m.neg_examples[0][0]:
                 heapq.heapreplace(m.neg_examples, item)
-        elif an.sentiment == "pos":
+        elif sentiment == "pos":
             m.pos += 1
         else:
             m.neu += 1
@@ -579,14 +595,12 @@ class _Pass:
             self.confused += 1
             m.confused += 1
             seg.confused += 1
-            m.confused_by_topic.update(an.topics)
+            for topic in an.topics:
+                m.confused_by_topic[topic] += 1
             topic = an.topics[0] if an.topics else "other"
             seg.topics[topic] += 1
             self.question_topics[topic] += 1
             self._question(ev.text, topic, t)
-
-    def _segment(self, t: int) -> _SegmentAcc:
-        return self.segments[max(0, bisect.bisect_right(self.plan_starts, t) - 1)]
 
     def _question(self, text: str, topic: str, t: int) -> None:
         from nlp.questions import question_key
