@@ -1,14 +1,26 @@
 """Bounded queue → batcher (size, max wait) → analyzer in a worker thread → RoomState and store.
 
-Nothing is dropped silently. Duplicates (same platform/room/msg_id after a reconnect) are dropped and
-counted. When the queue is full, the configured overflow policy applies and is counted:
-``block`` waits for room (replay: the reader slows down), ``shed_analysis`` keeps the event (stored,
-counted in RoomState) but skips NLP for it, so a live source is never blocked.
+Nothing is dropped silently, and every buffer between a source and the disk is bounded:
+
+- the event queue holds at most `queue_size` events. When it is full, the overflow policy applies and
+  is counted: ``block`` waits for room (replay: the reader slows down), ``shed_analysis`` keeps the event
+  (stored, counted in RoomState) but skips NLP for it, so a live source is not blocked by slow analysis;
+- the store backlog (events handed to the store thread, not yet committed) holds at most
+  `store_backlog` events. Batches waiting for the store are coalesced into one transaction per room;
+  when the backlog is full the pipeline waits for the store (counted in `store_waits`) instead of
+  growing, so a store that cannot keep up finally slows the sources down rather than eating memory.
+
+Analysis degrades in steps, visibly (``RoomState.degraded``, `analysis_mode`, counters):
+``normal`` → ``fallback`` (a batch waited longer than `degrade_lag_ms`: analyse with the fast
+`fallback` analyzer, e.g. the rules classifier behind a transformer) → ``shedding`` (queue full: store
+without NLP). It recovers once the queue has drained: the configured analyzer takes over again and the
+rooms' degraded flags clear.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -27,7 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Overflow = Literal["shed_analysis", "block"]
+AnalysisMode = Literal["normal", "fallback", "shedding"]
 AnalyzedHook = Callable[[Sequence[Event], Sequence["Analysis | None"]], None]
+StoredHook = Callable[[Sequence[Event]], None]
 
 _STOP = object()
 
@@ -37,11 +51,19 @@ class PipelineStats:
     received: int = 0
     duplicates: int = 0
     analyzed: int = 0
+    """Comments analysed by the configured analyzer or the fallback."""
+    fallback: int = 0
+    """Comments analysed by the fast fallback analyzer because analysis was behind."""
     shed: int = 0
+    """Events stored and counted without NLP because the queue was full."""
     stored: int = 0
     store_errors: int = 0
     batches: int = 0
     blocked: int = 0
+    store_waits: int = 0
+    """Times the pipeline waited because the store backlog was full."""
+    store_backlog_max: int = 0
+    """Largest store backlog seen, in events."""
     latencies_ms: list[float] = field(default_factory=list)
     """Event received (clock) → applied to RoomState, ms; kept only when `record_latency` is on."""
 
@@ -50,11 +72,14 @@ class PipelineStats:
             "received": self.received,
             "duplicates": self.duplicates,
             "analyzed": self.analyzed,
+            "fallback": self.fallback,
             "shed": self.shed,
             "stored": self.stored,
             "store_errors": self.store_errors,
             "batches": self.batches,
             "blocked": self.blocked,
+            "store_waits": self.store_waits,
+            "store_backlog_max": self.store_backlog_max,
         }
 
 
@@ -78,8 +103,71 @@ class _Dedup:
         return False
 
 
+class _StoreBacklog:
+    """Events on their way to the store thread: bounded, coalesced per room, written one batch at a time.
+
+    While one write runs in the store thread, later batches collect here and go in the next
+    transaction together (SQLite commits cost far more than rows, so a store that falls behind
+    catches up with bigger batches). `size` counts pending plus in-flight events.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.size = 0
+        self._pending: dict[str, tuple[list[Event], list[Analysis | None]]] = {}
+        self._has_pending = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def put(self, events: Sequence[Event], analyses: Sequence[Analysis | None]) -> None:
+        for ev, an in zip(events, analyses, strict=True):
+            evs, ans = self._pending.setdefault(ev.room, ([], []))
+            evs.append(ev)
+            ans.append(an)
+        self.size += len(events)
+        self._has_pending.set()
+        self._idle.clear()
+        if self.size >= self.cap:
+            self._space.clear()
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.cap
+
+    async def wait_for_space(self) -> None:
+        while self.size >= self.cap:
+            self._space.clear()
+            await self._space.wait()
+
+    async def wait_pending(self) -> None:
+        await self._has_pending.wait()
+
+    def take(self) -> dict[str, tuple[list[Event], list[Analysis | None]]]:
+        pending, self._pending = self._pending, {}
+        self._has_pending.clear()
+        return pending
+
+    def done(self, n: int) -> None:
+        self.size -= n
+        if self.size < self.cap:
+            self._space.set()
+        if self.size == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
 class Pipeline:
-    """Runs events from sources to RoomState (and the store), batching the NLP work."""
+    """Runs events from sources to RoomState (and the store), batching the NLP work.
+
+    Args:
+        fallback: fast analyzer used while analysis is behind (live only; None = never).
+        degrade_lag_ms: a batch whose oldest event waited this long switches to `fallback`.
+        store_backlog: most events waiting for (or in) a store write before the pipeline waits.
+    """
 
     def __init__(
         self,
@@ -93,8 +181,15 @@ class Pipeline:
         overflow: Overflow = "shed_analysis",
         record_latency: bool = False,
         session_meta: dict[str, object] | None = None,
+        fallback: Analyzer | None = None,
+        degrade_lag_ms: int = 1000,
+        store_backlog: int = 50_000,
     ) -> None:
+        if store_backlog < 1:
+            raise ValueError("store_backlog must be at least 1")
         self._analyzer = analyzer
+        self._fallback = fallback
+        self._degrade_lag_ms = degrade_lag_ms
         self._clock = clock
         self._store = store
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
@@ -104,10 +199,12 @@ class Pipeline:
         self._record_latency = record_latency
         self._session_meta = session_meta or {}
         self._dedup = _Dedup()
-        self._shed: list[Event] = []
+        self._backlog = _StoreBacklog(store_backlog)
         self._nlp_pool = ThreadPoolExecutor(1, thread_name_prefix="livebot-nlp")
         self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="livebot-store")
-        self._store_tasks: set[asyncio.Future[None]] = set()
+        self._using_fallback = False
+        self._shedding = False
+        self._degraded_rooms: set[str] = set()
         self.states: dict[str, RoomState] = {}
         self.sessions: dict[str, str] = {}
         self.session_ids: dict[str, str] = {}
@@ -117,6 +214,9 @@ class Pipeline:
         self.before_apply: list[Callable[[Event], None]] = []
         """Called with each event, in order, just before it is applied to RoomState (replay ticks advisors
         here on event time, so a tick sees exactly the events before it, however events were batched)."""
+        self.on_stored: list[StoredHook] = []
+        """Called on the event loop with the events of each committed store write (the bus acknowledges
+        its messages here, so a message is acknowledged only once it is on disk)."""
         self._running = False
         self._stopping = False
 
@@ -129,13 +229,21 @@ class Pipeline:
         return st
 
     async def submit(self, event: Event) -> None:
-        """Take one event from a source. Never blocks with shed_analysis; blocks with block."""
+        """Take one event from a source (the Emit of every source); see `offer`."""
+        await self.offer(event)
+
+    async def offer(self, event: Event) -> bool:
+        """Take one event; False when it was dropped as a duplicate (same platform/room/msg_id).
+
+        With shed_analysis it waits only when the store backlog is full too; with block it waits for
+        room in the queue.
+        """
         if self._stopping:
             raise RuntimeError("Pipeline is stopping; sources must stop before it")
         self.stats.received += 1
         if self._dedup.seen(event):
             self.stats.duplicates += 1
-            return
+            return False
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -143,41 +251,56 @@ class Pipeline:
                 self.stats.blocked += 1
                 await self._queue.put(event)
             else:
+                if self._backlog.full:
+                    self.stats.store_waits += 1
+                    await self._backlog.wait_for_space()
                 self._shed_event(event)
+        return True
 
     def _shed_event(self, event: Event) -> None:
-        # Counted, applied without NLP and stored with the next batch: late analysis, not lost data.
-        if self.stats.shed == 0:
+        # Counted, applied without NLP and stored: late analysis, not lost data.
+        if not self._shedding:
+            self._shedding = True
             log.warning("analysis is behind: queue full, storing events without NLP until it catches up")
         self.stats.shed += 1
-        st = self.state(event.room)
-        st.degraded = True
+        self._mark_degraded(event.room)
         for before in self.before_apply:
             before(event)
-        st.apply(event, None)
-        self._shed.append(event)
+        self.state(event.room).apply(event, None)
+        self._to_store([event], [None])
+
+    def _mark_degraded(self, room: str) -> None:
+        self.state(room).degraded = True
+        self._degraded_rooms.add(room)
+
+    @property
+    def analysis_mode(self) -> AnalysisMode:
+        """normal, fallback (fast analyzer while behind) or shedding (queue full: no NLP)."""
+        if self._shedding:
+            return "shedding"
+        return "fallback" if self._using_fallback else "normal"
 
     # -- the consumer -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Consume until stop(); the last batch is processed before returning."""
+        """Consume until stop(); the last batch is processed and stored before returning."""
         if self._running:
             raise RuntimeError("Pipeline is already running")
         self._running = True
         loop = asyncio.get_running_loop()
+        writer = asyncio.create_task(self._write_loop(loop), name="pipeline-store")
         try:
             while True:
                 batch, stop = await self._next_batch()
                 if batch:
                     await self._process(loop, batch)
-                elif self._shed:
-                    self._flush_shed(loop)
                 if stop:
                     break
-            self._flush_shed(loop)
-            if self._store_tasks:
-                await asyncio.gather(*self._store_tasks)
+            await self._backlog.wait_idle()
         finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
             self._running = False
 
     async def _next_batch(self) -> tuple[list[Event], bool]:
@@ -202,15 +325,34 @@ class Pipeline:
             batch.append(item)  # type: ignore[arg-type]
         return batch, False
 
+    def _pick_analyzer(self, batch: list[Event]) -> Analyzer:
+        """The configured analyzer, or the fallback while the oldest event of the batch is too late."""
+        if self._fallback is None:
+            return self._analyzer
+        lag = self._clock.now_ms() - min(ev.received_ts for ev in batch)
+        if not self._using_fallback and lag >= self._degrade_lag_ms:
+            self._using_fallback = True
+            log.warning("analysis is %d ms behind: analysing with the fast fallback classifier until it "
+                        "catches up", lag)
+        elif self._using_fallback and lag < self._degrade_lag_ms / 2 and self.queue_depth <= self._batch_size:
+            self._using_fallback = False
+            log.info("analysis caught up (%d ms behind): back to the configured classifier", lag)
+        return self._fallback if self._using_fallback else self._analyzer
+
     async def _process(self, loop: asyncio.AbstractEventLoop, batch: list[Event]) -> None:
         chat_idx = [i for i, ev in enumerate(batch) if ev.kind is EventKind.CHAT and ev.text]
         analyses: list[Analysis | None] = [None] * len(batch)
         if chat_idx:
+            analyzer = self._pick_analyzer(batch)
             texts = [batch[i].text for i in chat_idx]
-            results = await loop.run_in_executor(self._nlp_pool, self._analyzer.analyze, texts)
+            results = await loop.run_in_executor(self._nlp_pool, analyzer.analyze, texts)
             for i, a in zip(chat_idx, results, strict=True):
                 analyses[i] = a
             self.stats.analyzed += len(chat_idx)
+            if analyzer is not self._analyzer:
+                self.stats.fallback += len(chat_idx)
+                for room in {batch[i].room for i in chat_idx}:
+                    self._mark_degraded(room)
         self.stats.batches += 1
         for ev, an in zip(batch, analyses, strict=True):
             for before in self.before_apply:
@@ -219,39 +361,58 @@ class Pipeline:
         now = self._clock.now_ms()
         if self._record_latency:
             self.stats.latencies_ms.extend(now - ev.received_ts for ev in batch)
-        for room_state in {ev.room for ev in batch}:
-            st = self.states[room_state]
-            if st.degraded and self._queue.qsize() < self._queue.maxsize // 2:
-                st.degraded = False
-                log.info("room=%s analysis caught up", room_state)
+        self._maybe_recover()
         for hook in self.hooks:
             hook(batch, analyses)
-        self._store_batch(loop, batch, analyses)
-        if self._shed:
-            self._flush_shed(loop)
+        if self._backlog.full:
+            # The store is behind: wait here, so the queue (and then the overflow policy) takes the load.
+            self.stats.store_waits += 1
+            await self._backlog.wait_for_space()
+        self._to_store(batch, analyses)
 
-    def _flush_shed(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._shed:
-            return
-        shed, self._shed = self._shed, []
-        self._store_batch(loop, shed, [None] * len(shed))
+    def _maybe_recover(self) -> None:
+        if self._shedding and self._queue.qsize() < self._queue.maxsize // 2:
+            self._shedding = False
+        if self._degraded_rooms and not self._shedding and not self._using_fallback:
+            for room in sorted(self._degraded_rooms):
+                self.states[room].degraded = False
+                log.info("room=%s analysis caught up", room)
+            self._degraded_rooms.clear()
 
-    def _store_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[Event], analyses: Sequence[Analysis | None]
-    ) -> None:
+    # -- the store --------------------------------------------------------------------------------
+
+    def _to_store(self, events: Sequence[Event], analyses: Sequence[Analysis | None]) -> None:
         if self._store is None:
             return
-        by_room: dict[str, tuple[list[Event], list[Analysis | None]]] = {}
-        for ev, an in zip(batch, analyses, strict=True):
-            evs, ans = by_room.setdefault(ev.room, ([], []))
-            evs.append(ev)
-            ans.append(an)
-        for room, (evs, ans) in by_room.items():
-            fut = loop.run_in_executor(self._store_pool, self._write, room, evs, ans)
-            self._store_tasks.add(fut)
-            fut.add_done_callback(self._store_tasks.discard)
+        self._backlog.put(events, analyses)
+        if self._backlog.size > self.stats.store_backlog_max:
+            self.stats.store_backlog_max = self._backlog.size
 
-    def _write(self, room: str, events: list[Event], analyses: list[Analysis | None]) -> None:
+    async def _write_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        backlog = self._backlog
+        while True:
+            await backlog.wait_pending()
+            pending = backlog.take()
+            n = sum(len(evs) for evs, _ in pending.values())
+            write = loop.run_in_executor(self._store_pool, self._write_all, pending)
+            try:
+                stored = await asyncio.shield(write)
+            finally:
+                backlog.done(n)
+            for hook in self.on_stored:
+                try:
+                    hook(stored)
+                except Exception:
+                    log.exception("on_stored hook failed")
+
+    def _write_all(self, pending: dict[str, tuple[list[Event], list[Analysis | None]]]) -> list[Event]:
+        stored: list[Event] = []
+        for room, (events, analyses) in pending.items():
+            if self._write(room, events, analyses):
+                stored += events
+        return stored
+
+    def _write(self, room: str, events: list[Event], analyses: list[Analysis | None]) -> bool:
         # Runs in the store thread; errors are logged and counted, never raised into the loop.
         assert self._store is not None
         try:
@@ -264,9 +425,11 @@ class Pipeline:
                 self.sessions[room] = sid
             self._store.write_batch(sid, events, analyses)
             self.stats.stored += len(events)
+            return True
         except Exception:
             self.stats.store_errors += len(events)
             log.exception("room=%s could not store %d events", room, len(events))
+            return False
 
     async def stop(self) -> None:
         """Drain: everything submitted before stop() is analysed and stored, then run() returns."""
@@ -283,3 +446,8 @@ class Pipeline:
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def store_backlog(self) -> int:
+        """Events handed to the store and not yet committed."""
+        return self._backlog.size
