@@ -62,6 +62,16 @@ def make_analyzer(cfg: Config) -> object:
     return Analyzer(make_classifier(c.name, **options))
 
 
+def make_fallback_analyzer(cfg: Config) -> object | None:
+    """The fast analyzer used live while analysis is behind; None when it would be the configured one."""
+    name = cfg.pipeline.fallback_classifier
+    if name == "none" or name == cfg.classifier.name:
+        return None
+    from nlp.analyzer import Analyzer
+
+    return Analyzer(name)
+
+
 def build_source(
     room: RoomConfig, index: int, src_cfg: object, *, clock: Clock, hasher: ViewerHasher, cfg: Config,
     source_index: int = 0,
@@ -229,6 +239,8 @@ class App:
             clock=self.clock, store=self.store, queue_size=p.queue_size, batch_size=p.batch_size,
             max_wait_ms=p.max_wait_ms, overflow=p.overflow,
             session_meta={"classifier": self.cfg.classifier.name},
+            fallback=make_fallback_analyzer(self.cfg),  # type: ignore[arg-type]
+            degrade_lag_ms=p.degrade_lag_ms, store_backlog=p.store_backlog,
         )
         self.sources: list[Source] = []
         for room_name, engine in self.engines.items():
