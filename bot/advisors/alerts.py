@@ -98,8 +98,7 @@ class AlertAdvisor:
                 ))
         first = state.totals.first_ms
         if first is not None and now - first >= 300_000:
-            w5 = state.window(300, now)
-            before = (w5.comments - w.comments) / 4.0
+            before = (state.comment_count(300, now) - w.comments) / 4.0
             current = float(w.comments)
             if before >= cfg.collapse_min_per_min and current < cfg.collapse_ratio * before:
                 out.append(Firing(

@@ -82,6 +82,8 @@ class CouponMemory:
     pull: tuple[str, int, dict[str, Any]] | None = None
     """A trigger that pulled the next drop forward: (name, when, evidence); latched until that drop."""
     snoozed_until: int = 0
+    upcoming_due: int | None = None
+    """This tick's due time of the next drop when only timing holds it back (prompts keep clear of it)."""
     issued: list[tuple[int, int]] = field(default_factory=list)
     """(created_ts, due_ts) of every coupon suggestion; prompts keep clear of the due times."""
 

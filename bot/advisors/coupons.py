@@ -145,6 +145,7 @@ class CouponAdvisor:
     def advise(self, state: RoomState, now: int, memory: AdvisorMemory) -> list[Suggestion]:
         mem = memory.coupons
         s = self.s
+        mem.upcoming_due = None
         if mem.next_due is None:
             mem.next_due = now + s.cadence_s * 1000
         if mem.pending is not None:
@@ -183,13 +184,17 @@ class CouponAdvisor:
             due = max(due, last_prompt + self.prompt_gap_ms)
         if snoozed:
             due = max(due, mem.snoozed_until + s.lead_s * 1000)
-        if now < due - s.lead_s * 1000:
-            return []
         # Caps are judged at the due time: that is when the push reaches viewers.
         if not fits_cap(mem.drops, due, HOUR_MS, s.per_hour):
             return []
         if not fits_cap(memory.promos, due, MINUTE_MS, self.promo_per_min):
             return []
+        if now < due - s.lead_s * 1000:
+            # Only timing holds the drop back: prompts keep clear of this due time, so they cannot
+            # keep pushing it away (prompts come more often than the gap they must leave).
+            mem.upcoming_due = due
+            return []
+        mem.upcoming_due = None
         return [self._announce(state, now, due, trigger, milestone, memory)]
 
     def _announce(

@@ -106,6 +106,8 @@ class PromptAdvisor:
         times = [due for _, due in c.issued] + c.drops[-5:]
         if c.pending is not None:
             times.append(c.pending.due_ts)
+        if c.upcoming_due is not None:
+            times.append(c.upcoming_due)
         return any(abs(now - t) < self.gap_ms for t in times)
 
     def _interval_ms(self, memory: AdvisorMemory, now: int) -> float:

@@ -87,17 +87,19 @@ class Room:
         return st
 
     def run(self, seconds: int, per_second: Callable[[int], Sequence[str]] | Sequence[str] = (),
-            *, on_tick: Callable[[int], None] | None = None) -> list[Suggestion]:
-        """Advance `seconds` seconds: each second, apply its comments spread over the second, then tick."""
+            *, on_tick: Callable[[int], None] | None = None, tick_s: int = 1) -> list[Suggestion]:
+        """Advance `seconds` seconds: each second, apply its comments spread over the second; tick the
+        engine every `tick_s` seconds."""
         new: list[Suggestion] = []
-        for _ in range(seconds):
+        for step in range(1, seconds + 1):
             texts = per_second(self.now) if callable(per_second) else per_second
             for i, text in enumerate(texts):
                 self.chat(text, self.now + (i * 1000) // max(1, len(texts)))
             if on_tick is not None:
                 on_tick(self.now)
             self.now += 1000
-            new += self.engine.tick(self.state, self.now)
+            if step % tick_s == 0:
+                new += self.engine.tick(self.state, self.now)
         self.suggestions += new
         return new
 
