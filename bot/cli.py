@@ -40,10 +40,60 @@ def _config(args: argparse.Namespace) -> Config:
 # -- run --------------------------------------------------------------------------------------------
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a room number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive room number, got {n}")
+    return n
+
+
+def live_room_config(
+    cfg: Config,
+    *,
+    bilibili: int | None = None,
+    cookie_file: str | None = None,
+    douyin: str | None = None,
+    douyin_room: str | None = None,
+) -> Config:
+    """`run --bilibili/--douyin`: the loaded config with its rooms replaced by one live room.
+
+    Both shortcuts together make one merged room named `live`. The room keeps the first configured
+    room's run-sheet; every other section stays as loaded.
+    """
+    from bot.config import parse_config
+
+    if cookie_file and bilibili is None:
+        raise LivebotError("--bilibili-cookie-file needs --bilibili ROOMID")
+    if douyin_room and douyin is None:
+        raise LivebotError("--douyin-room needs --douyin")
+    sources: list[dict[str, Any]] = []
+    if bilibili is not None:
+        sources.append({"kind": "bilibili", "room_id": bilibili, "cookie_file": cookie_file or ""})
+    if douyin is not None:
+        sources.append({"kind": "douyin", "url": douyin, "douyin_room": douyin_room or ""})
+    if not sources:
+        return cfg
+    if len(sources) == 2:
+        name = "live"
+    elif bilibili is not None:
+        name = f"bilibili-{bilibili}"
+    else:
+        name = f"douyin-{douyin_room}" if douyin_room else "douyin"
+    data = cfg.model_dump()
+    data["rooms"] = [{"name": name, "script": cfg.rooms[0].script, "sources": sources}]
+    return parse_config(data, file="command line")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bot.app import App
 
-    cfg = _config(args)
+    cfg = live_room_config(
+        _config(args), bilibili=args.bilibili, cookie_file=args.bilibili_cookie_file, douyin=args.douyin,
+        douyin_room=args.douyin_room,
+    )
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
 
@@ -63,6 +113,82 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
     asyncio.run(main())
+    return 0
+
+
+# -- record -----------------------------------------------------------------------------------------
+
+
+def _record_source(args: argparse.Namespace, cfg: Config) -> Any:
+    """The one live source `livebot record` connects to, from its options."""
+    from bot.app import make_hasher, read_cookie_file
+    from bot.clock import SystemClock
+
+    clock = SystemClock()
+    store_names = cfg.privacy.store_names
+    if args.api_base and args.platform != "bilibili":
+        raise LivebotError("--api-base applies to --platform bilibili only")
+    if args.cookie_file and args.platform != "bilibili":
+        raise LivebotError("--cookie-file applies to --platform bilibili only")
+    if args.token and args.platform != "generic":
+        raise LivebotError("--token applies to --platform generic only")
+    hasher = make_hasher(cfg)
+    if args.platform == "bilibili":
+        from bot.sources.bilibili import DEFAULT_API_BASE, BilibiliSource
+
+        if args.room is None:
+            raise LivebotError("--platform bilibili needs --room ROOMID (live.bilibili.com/ROOMID)")
+        try:
+            room_id = _positive_int(args.room)
+        except argparse.ArgumentTypeError as e:
+            raise LivebotError(f"--room: {e}") from None
+        cookie = read_cookie_file(args.cookie_file, key="--cookie-file") if args.cookie_file else None
+        return BilibiliSource(
+            room_id, hasher=hasher, clock=clock, api_base=args.api_base or DEFAULT_API_BASE,
+            ws_url=args.ws_url, cookie=cookie, store_names=store_names,
+        )
+    if args.platform == "douyin":
+        from bot.sources.douyin_push import DEFAULT_URL, DouyinPushSource
+
+        # --room filters to one Douyin room and names it; without it every forwarded room is kept.
+        return DouyinPushSource(
+            hasher=hasher, room=args.room, url=args.ws_url or DEFAULT_URL, douyin_room=args.room, clock=clock,
+            store_names=store_names,
+        )
+    from bot.sources.generic_ws import GenericWsClient
+
+    if not args.ws_url:
+        raise LivebotError("--platform generic needs --ws-url, the server that pushes generic-JSON events")
+    return GenericWsClient(
+        args.ws_url, hasher=hasher, room=args.room, token=args.token, clock=clock, store_names=store_names,
+    )
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from bot.record import record
+
+    cfg = _config(args)
+    if args.ws_url and not args.ws_url.startswith(("ws://", "wss://")):
+        raise LivebotError(f"--ws-url must start with ws:// or wss://, got {args.ws_url!r}")
+    if args.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    source = _record_source(args, cfg)
+    out = Path(args.out)
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Not available off the main thread or on Windows; Ctrl+C then raises, and the file is
+            # still flushed and closed on the way out.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        until = f", {args.duration:g} 秒后结束" if args.duration else ""
+        print(f"开始录制 {source.status.name} → {out}{until} · Ctrl+C 结束", file=sys.stderr, flush=True)
+        return await record(source, out, duration_s=args.duration, stop=stop, append=args.append)
+
+    result = asyncio.run(main())
+    print(result.summary())
     return 0
 
 
@@ -429,6 +555,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "run the service (default config: simulated room + SQLite store)")
     p.add_argument("--config", help="TOML config file (default: the embedded config/livebot.toml)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--bilibili", type=_positive_int, metavar="ROOMID",
+                   help="run one live Bilibili room (the number in live.bilibili.com/ROOMID) instead of the "
+                        "configured rooms; other settings come from the config")
+    p.add_argument("--bilibili-cookie-file", metavar="FILE",
+                   help="file with a logged-in browser's Cookie header for --bilibili (chmod 600)")
+    p.add_argument("--douyin", nargs="?", const="ws://127.0.0.1:8888/", metavar="URL",
+                   help="run one Douyin room through DouyinBarrageGrab's push socket (default "
+                        "ws://127.0.0.1:8888/); with --bilibili: one merged room")
+    p.add_argument("--douyin-room", metavar="ID",
+                   help="with --douyin: keep only this Douyin room (web room id or the anchor's 抖音号)")
+
+    p = add("record", cmd_record, "connect to one live room and write its events as a replay JSONL log")
+    p.add_argument("--platform", required=True, choices=("bilibili", "douyin", "generic"))
+    p.add_argument("--room", metavar="ID",
+                   help="bilibili: room number (required); douyin: keep only this room (web room id or "
+                        "抖音号; default: every forwarded room); generic: room key written for every event")
+    p.add_argument("--out", required=True, metavar="LOG.jsonl",
+                   help="file to write (must not exist, see --append)")
+    p.add_argument("--append", action="store_true", help="append to an existing log")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: at Ctrl+C)")
+    p.add_argument("--ws-url", metavar="URL",
+                   help="websocket to connect to. bilibili: danmaku server or relay (default: from the "
+                        "bootstrap); douyin: BarrageGrab (default ws://127.0.0.1:8888/); generic: the "
+                        "pushing server (required)")
+    p.add_argument("--api-base", metavar="URL",
+                   help="bilibili: live API base for the bootstrap (a proxy or test server)")
+    p.add_argument("--cookie-file", metavar="FILE",
+                   help="bilibili: file with a logged-in browser's Cookie header (chmod 600)")
+    p.add_argument("--token", help="generic: bearer token sent to the server")
+    p.add_argument("--config", help="TOML config file (data_dir for the viewer-id salt, privacy.store_names)")
 
     p = add("replay", cmd_replay, "run a saved comment log through the pipeline and store it")
     p.add_argument("log", help="JSONL, CSV, Bilibili danmaku XML or plain-text log")

@@ -179,10 +179,12 @@ def _stack_panels(
         top -= frac + _GAP_PX / plot_px
         suffix = "" if i == 1 else str(i)
         x_id, y_id = f"x{suffix}", f"y{suffix}"
-        layout[f"xaxis{suffix}"] = {
-            **xaxis, "anchor": y_id, "showticklabels": i == n, "gridcolor": "#eef2f6",
-            **({"matches": "x"} if i > 1 else {}),
-        }
+        axis = {**xaxis, "anchor": y_id, "showticklabels": i == n, "gridcolor": "#eef2f6"}
+        if i > 1:
+            axis["matches"] = "x"
+        if i < n:
+            axis.pop("title", None)  # the axis title goes under the bottom panel only
+        layout[f"xaxis{suffix}"] = axis
         layout[f"yaxis{suffix}"] = {
             "domain": domain, "anchor": x_id, "gridcolor": "#eef2f6", "zerolinecolor": "#e2e8f0",
             "automargin": True, **panel.yaxis,
@@ -713,16 +715,19 @@ def _topic_figure(reports: Sequence[SessionReport]) -> dict[str, Any]:
     return {"data": data, "layout": layout}
 
 
-def _delta(a: float, b: float, *, percent_points: bool = False, higher_is_bad: bool = False) -> str:
+def _delta(
+    a: float, b: float, *, percent_points: bool = False, higher_is_bad: bool = False, neutral: bool = False
+) -> str:
+    """Change from a to b, red when worse, green when better (muted when unchanged or `neutral`)."""
     if percent_points:
-        d = (b - a) * 100
-        text = f"{d:+.1f} 个百分点"
+        d = round((b - a) * 100, 1)
+        text = f"{d:+.1f} 个百分点" if d else "±0 个百分点"
     else:
         if a == 0:
             return '<span class="muted">—</span>'
-        d = (b - a) / a * 100
-        text = f"{d:+.0f}%"
-    if abs(d) < 0.05:
+        d = round((b - a) / a * 100)
+        text = f"{d:+d}%" if d else "±0%"
+    if not d or neutral:
         return f'<span class="muted">{text}</span>'
     worse = d > 0 if higher_is_bad else d < 0
     cls = "delta-up" if worse else "delta-down"
@@ -732,14 +737,17 @@ def _delta(a: float, b: float, *, percent_points: bool = False, higher_is_bad: b
 def _comparison_table(reports: Sequence[SessionReport]) -> str:
     rows: list[tuple[str, list[str], str]] = []
 
-    def add(label: str, values: list[float], fmt: Any, *, pp: bool = False, bad: bool = False) -> None:
+    def add(
+        label: str, values: list[float], fmt: Any, *, pp: bool = False, bad: bool = False,
+        neutral: bool = False,
+    ) -> None:
         delta = ""
         if len(values) == 2:
-            delta = _delta(values[0], values[-1], percent_points=pp, higher_is_bad=bad)
+            delta = _delta(values[0], values[-1], percent_points=pp, higher_is_bad=bad, neutral=neutral)
         rows.append((label, [fmt(v) for v in values], delta))
 
     hs = [r.headline for r in reports]
-    add("时长 (分钟)", [h.duration_s / 60 for h in hs], lambda v: f"{v:,.1f}")
+    add("时长 (分钟)", [h.duration_s / 60 for h in hs], lambda v: f"{v:,.1f}", neutral=True)
     add("弹幕", [h.comments for h in hs], _n)
     add("弹幕 / 分钟", [h.comments_per_min for h in hs], lambda v: f"{v:,.1f}")
     add("独立观众", [h.unique_viewers for h in hs], _n)
@@ -776,7 +784,8 @@ def _comparison_questions(reports: Sequence[SessionReport]) -> str:
         items = "".join(
             f'<div class="q"><div class="head"><span class="label">{_e(q.label)}</span>'
             f'<span class="count">×{_n(q.count)}</span></div>'
-            f'<div class="meta">{_e(topic_label(q.topic))} · 高峰 {format_clock(q.peak_ts)}</div></div>'
+            f'<div class="meta">{_e(topic_label(q.topic))} · 高峰 第 {_minute_of(r, q.peak_ts)} 分钟'
+            + (f" · 如「{_e(q.examples[0])}」" if q.intent and q.examples else "") + "</div></div>"
             for q in r.questions[:8]
         ) or '<p class="muted">没有提问。</p>'
         color = _SESSION_COLORS[i % len(_SESSION_COLORS)]
