@@ -146,18 +146,23 @@ def read_cookie(src_cfg: BilibiliSourceConfig, key: str) -> str | None:
         return _cookie_header(value)
     if not src_cfg.cookie_file:
         return None
-    path = Path(src_cfg.cookie_file).expanduser()
+    return read_cookie_file(src_cfg.cookie_file, key=f"{key}.cookie_file")
+
+
+def read_cookie_file(file: str, *, key: str) -> str:
+    """A cookie file's Cookie header; ConfigError naming `key` when it is missing, unreadable or empty."""
+    path = Path(file).expanduser()
     try:
         text = path.read_text(encoding="utf-8-sig")
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise ConfigError(f"cookie file not found: {path}", key=f"{key}.cookie_file") from None
+        raise ConfigError(f"cookie file not found: {path}", key=key) from None
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read cookie file {path}: {reason}", key=f"{key}.cookie_file") from None
+        raise ConfigError(f"cannot read cookie file {path}: {reason}", key=key) from None
     cookie = _cookie_header(text)
     if not cookie:
-        raise ConfigError(f"cookie file {path} holds no cookie", key=f"{key}.cookie_file")
+        raise ConfigError(f"cookie file {path} holds no cookie", key=key)
     if os.name == "posix" and mode & 0o077:
         log.warning("cookie file %s is readable by other users; chmod 600 it", path)
     return cookie

@@ -15,7 +15,7 @@ import pytest
 
 from bot.app import App, build_source, read_cookie
 from bot.config import BilibiliSourceConfig, Config, parse_config
-from bot.errors import ConfigError
+from bot.errors import ConfigError, LivebotError
 from bot.events import Event, EventKind
 from bot.sources.base import SourceState
 from bot.sources.bilibili import BilibiliSource
@@ -197,3 +197,35 @@ def test_cookie_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIVEBOT_TEST_COOKIE", " SESSDATA=s; buvid3=b ")
     src_cfg = BilibiliSourceConfig(room_id=1, cookie_env="LIVEBOT_TEST_COOKIE")
     assert read_cookie(src_cfg, "k") == "SESSDATA=s; buvid3=b"
+
+
+def test_run_shortcuts_build_one_live_room(tmp_path: Path) -> None:
+    from bot.cli import build_parser, live_room_config
+
+    base = parse_config({"data_dir": str(tmp_path), "classifier": {"name": "snownlp"},
+                         "rooms": [{"name": "demo", "script": "food"}]})
+
+    def shortcut(*argv: str) -> Config:
+        args = build_parser().parse_args(["run", *argv])
+        return live_room_config(base, bilibili=args.bilibili, cookie_file=args.bilibili_cookie_file,
+                                douyin=args.douyin, douyin_room=args.douyin_room)
+
+    assert shortcut() is base
+    bili = shortcut("--bilibili", "21452505", "--bilibili-cookie-file", "c.cookie")
+    assert [r.name for r in bili.rooms] == ["bilibili-21452505"] and bili.rooms[0].script == "food"
+    assert bili.rooms[0].sources == (BilibiliSourceConfig(room_id=21452505, cookie_file="c.cookie"),)
+    assert bili.classifier.name == "snownlp" and bili.data_dir == str(tmp_path)  # the rest stays as loaded
+    douyin = shortcut("--douyin")
+    assert douyin.rooms[0].name == "douyin"
+    assert douyin.rooms[0].sources[0].url == "ws://127.0.0.1:8888/"  # type: ignore[union-attr]
+    other_pc = shortcut("--douyin", "ws://192.168.1.20:8888/", "--douyin-room", "123456789012")
+    assert other_pc.rooms[0].name == "douyin-123456789012"
+    merged = shortcut("--bilibili", "7", "--douyin")
+    assert [r.name for r in merged.rooms] == ["live"]
+    assert [s.kind for s in merged.rooms[0].sources] == ["bilibili", "douyin"]
+    with pytest.raises(LivebotError, match="needs --bilibili"):
+        shortcut("--bilibili-cookie-file", "c.cookie")
+    with pytest.raises(ConfigError, match=r"rooms\[0\]\.sources\[0\]\.url"):
+        shortcut("--douyin", "http://nope")
+    with pytest.raises(SystemExit):
+        shortcut("--bilibili", "0")
