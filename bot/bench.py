@@ -138,9 +138,28 @@ def pipeline_scenario(
         "pipeline_comments_per_s": round(pipeline_rate, 1),
         "classifier_comments_per_s": round(classifier_rate(classifier, texts[: min(n, 20000)]), 1),
         "snownlp_comments_per_s": round(classifier_rate("snownlp", texts[:2000]), 1),
+        "bilibili_decode_msgs_per_s": _decode_rate(20000),
         "offered_rate": rate,
         "p50_ms": round(p50, 2),
         "p99_ms": round(p99, 2),
+        "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _decode_rate(n_msgs: int) -> float:
+    from bot.sources.bilibili_wire import decode_benchmark
+
+    return round(decode_benchmark(n_msgs), 1)
+
+
+@_scenario("decode")
+def decode_scenario(*, n: int = 20000, **_: Any) -> dict[str, Any]:
+    """Bilibili frames → Events: brotli frames of 12 commands, decoded and mapped (no socket)."""
+    return {
+        "scenario": "decode",
+        "messages": n,
+        "bilibili_decode_msgs_per_s": _decode_rate(n),
         "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
         "cpu_count": os.cpu_count(),
     }
@@ -161,3 +180,7 @@ def run_bench(scenario: str, **options: Any) -> dict[str, Any]:
 
         raise LivebotError(f"unknown bench scenario {scenario!r}; known: {', '.join(sorted(SCENARIOS))}")
     return fn(**options)
+
+
+# Scenarios defined in other modules register themselves on import (they use `_scenario` above).
+from bot import loadbench as _loadbench  # noqa: E402,F401  (load, soak)

@@ -495,6 +495,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         options["classifier"] = args.classifier
     if args.comments:
         options["n"] = args.comments
+    for name in ("minutes", "rooms", "rate", "seconds"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
     result = run_bench(args.scenario, **options)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
@@ -645,9 +648,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (one object for one file and classifier)")
 
     p = add("bench", cmd_bench, "measure throughput and latency on this machine")
-    p.add_argument("--scenario", default="pipeline", help="pipeline (default)")
+    p.add_argument("--scenario", default="pipeline",
+                   help="pipeline (default), decode, screen, load (10 rooms × 300 comments/s, 60 s, whole "
+                        "service), soak (RSS drift over --minutes)")
     p.add_argument("--classifier", choices=("rules", "snownlp", "transformer"))
     p.add_argument("--comments", type=int, help="number of comments for throughput runs")
+    p.add_argument("--minutes", type=float, help="soak: duration in minutes (default 30)")
+    p.add_argument("--rooms", type=int, help="load/soak: number of rooms (default 10 / 3)")
+    p.add_argument("--rate", type=float, help="load/soak: comments per second per room (default 300 / 100)")
+    p.add_argument("--seconds", type=float, help="load: duration in seconds (default 60)")
     p.add_argument("--json", action="store_true", help="one JSON object")
     return parser
 
