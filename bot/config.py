@@ -110,6 +110,13 @@ class ScriptSwitchConfig(_Section):
     """A switch to the same segment that was ignored or dismissed is not suggested again for this long."""
     ttl_s: int = Field(60, ge=5, le=3600)
     """A pending switch suggestion expires after this many seconds."""
+    need_match_below: float = Field(0.4, ge=0.0, le=1.0)
+    """Need match: when less than this share of the last minute's questions are about topics the current
+    segment answers, the segment answering most of them is suggested (0 = off)."""
+    need_match_min_questions: int = Field(5, ge=1, le=10_000)
+    """Need match is judged only with at least this many questions (known topic) in the last minute."""
+    need_match_hold_s: int = Field(20, ge=0, le=600)
+    """Need match must stay low this many seconds before a switch is suggested on it."""
 
 
 class CouponsConfig(_Section):

@@ -57,6 +57,8 @@ class SwitchMemory:
     pending_target: str | None = None
     switches: list[tuple[int, str, str]] = field(default_factory=list)
     """(ts, from, to) of every segment change, for reports and the no-flapping tests."""
+    need_low_since: int | None = None
+    """Since when the current segment answers too few of the viewers' questions (need match)."""
 
 
 @dataclass(slots=True)

@@ -9,6 +9,11 @@ suggestion from flapping between segments:
    must beat the current segment by that same margin (enter at 15 %, stay while ≥ 9 %);
 4. a pending suggestion is never duplicated, and a target that was ignored or dismissed waits `resuggest_s`.
 
+Need match is a second input: when no trigger has a candidate and, for `need_match_hold_s`, fewer than
+`need_match_below` of the last minute's questions are about topics the current segment answers
+(bot.analytics, `answers_topics`), the segment that answers most of them is suggested, if it answers at
+least that share.
+
 A switch into a promotional segment (价格, 逼单) is a product/price announcement, so it also needs room under
 the promotional-push cap.
 """
@@ -32,6 +37,7 @@ from bot.advisors.common import (
     pick_examples,
     recent,
 )
+from bot.analytics import NEED_WINDOW_S, NeedMatch, match_questions, recent_question_topics
 from bot.scripts import Measurement, Metric, RunSheet, Segment, Trigger
 
 if TYPE_CHECKING:
@@ -132,6 +138,11 @@ class ScriptSwitchAdvisor:
                 mem.firing_since.setdefault(seg.name, now)
                 candidates.append(best)
         mem.firing_since.pop(current.name, None)
+        need_reading = self._need_reading(state, now, current)
+        if need_reading is None:
+            mem.need_low_since = None
+        elif mem.need_low_since is None:
+            mem.need_low_since = now
 
         if mem.pending_id is not None:
             return []
@@ -148,9 +159,90 @@ class ScriptSwitchAdvisor:
             and (not c.segment.promotional or fits_cap(memory.promos, now, MINUTE_MS, self.promo_per_min))
         ]
         if not eligible:
+            if (need_reading is not None and hold < self.cfg.exit_ratio and mem.need_low_since is not None
+                    and now - mem.need_low_since >= self.cfg.need_match_hold_s * 1000
+                    and self._may_suggest(memory, need_reading[1], now)):
+                return [self._suggest_need(state, now, memory, current, *need_reading, hold)]
             return []
         best = max(eligible, key=lambda c: (c.measurement.strength, -c.index))
         return [self._suggest(state, now, memory, current, best, hold)]
+
+    def _may_suggest(self, memory: AdvisorMemory, seg: Segment, now: int) -> bool:
+        mem = memory.switch
+        return (
+            now >= mem.suppressed_until.get(seg.name, 0)
+            and now - mem.last_suggested.get(seg.name, -(10**15)) >= self.cfg.resuggest_s * 1000
+            and (not seg.promotional or fits_cap(memory.promos, now, MINUTE_MS, self.promo_per_min))
+        )
+
+    def _need_reading(
+        self, state: RoomState, now: int, current: Segment
+    ) -> tuple[NeedMatch, Segment, NeedMatch] | None:
+        """(current match, better segment, its match) when the current segment misses what viewers ask."""
+        cfg = self.cfg
+        topics = recent_question_topics(state, now, NEED_WINDOW_S)
+        cur = match_questions(topics, current.answers_topics, current.name)
+        share = cur.share
+        if share is None or cur.questions < cfg.need_match_min_questions or share >= cfg.need_match_below:
+            return None
+        best: tuple[Segment, NeedMatch] | None = None
+        for seg in self.plan.segments:
+            if seg.name == current.name or not seg.answers_topics:
+                continue
+            m = match_questions(topics, seg.answers_topics, seg.name)
+            if best is None or m.answered > best[1].answered:
+                best = (seg, m)
+        if best is None or (best[1].share or 0.0) < cfg.need_match_below:
+            return None  # no segment answers them much better: switching would not help
+        return cur, best[0], best[1]
+
+    def _suggest_need(
+        self, state: RoomState, now: int, memory: AdvisorMemory, current: Segment, cur: NeedMatch,
+        seg: Segment, alt: NeedMatch, hold: float,
+    ) -> Suggestion:
+        share, alt_share = cur.share or 0.0, alt.share or 0.0
+        topic = next((t for t, _ in cur.missing if t in seg.answers_topics), None)
+        groups = [g for g in state.questions(NEED_WINDOW_S, now, limit=50) if g.topic in seg.answers_topics]
+        examples = tuple(g.examples[0] for g in groups[:3])
+        text = f"切到「{seg.name}」: 近{NEED_WINDOW_S}秒 只有 {pct(share)} 的提问是「{current.name}」能回答的"
+        if examples:
+            text += f", 例: {examples[0]}"
+        since = memory.switch.need_low_since or now
+        floor = pct(self.cfg.need_match_below)
+        reason = (
+            f"需求匹配 {pct(share)} ({cur.answered}/{cur.questions} 个提问, 低于 {floor}, "
+            f"已持续 {clock_text(now - since)}); 「{seg.name}」能回答 {pct(alt_share)} "
+            f"({alt.answered}/{alt.questions}); "
+            f"当前「{current.name}」已进行 {clock_text(now - memory.segment_since)}"
+        )
+        w = state.window(NEED_WINDOW_S, now)
+        low = round(w.low_confidence * cur.questions / w.analyzed) if w.analyzed else 0
+        confidence = evidence_confidence(
+            comments=cur.questions, min_comments=self.cfg.need_match_min_questions, low_confidence=low,
+            strength=self.cfg.need_match_below / share if share > 0 else 2.0,
+        )
+        s = make(
+            room=self.room, kind=SuggestionKind.SCRIPT_SWITCH, now=now, ttl_s=self.cfg.ttl_s, text=text,
+            reason=reason, key=seg.name, review_below=self.review_below, confidence=confidence,
+            examples=examples, segment=seg.name, topic=topic,
+            data={
+                "from_segment": current.name,
+                "metric": "need_match",
+                "value": round(share, 4),
+                "threshold": self.cfg.need_match_below,
+                "op": "<",
+                "window_s": NEED_WINDOW_S,
+                "count": cur.answered,
+                "comments": cur.questions,
+                "alternative_share": round(alt_share, 4),
+                "missing": [list(x) for x in cur.missing],
+                "current_hold": round(hold, 4),
+                "talking_points": list(seg.talking_points),
+                "promotional": seg.promotional,
+            },
+        )
+        self._register(s, seg, memory, now)
+        return s
 
     def _suggest(
         self, state: RoomState, now: int, memory: AdvisorMemory, current: Segment, c: _Candidate, hold: float
@@ -192,13 +284,16 @@ class ScriptSwitchAdvisor:
                 "promotional": seg.promotional,
             },
         )
+        self._register(s, seg, memory, now)
+        return s
+
+    def _register(self, s: Suggestion, seg: Segment, memory: AdvisorMemory, now: int) -> None:
         mem = memory.switch
         mem.pending_id = s.id
         mem.pending_target = seg.name
         mem.last_suggested[seg.name] = now
         if seg.promotional:
             memory.add_promo(now)
-        return s
 
     # -- actions (called by the engine) -----------------------------------------------------------
 
@@ -210,6 +305,7 @@ class ScriptSwitchAdvisor:
         memory.segment = target
         memory.segment_since = now
         memory.switch.firing_since.pop(target, None)
+        memory.switch.need_low_since = None
 
     def resolved(self, memory: AdvisorMemory, suggestion_id: str) -> None:
         if memory.switch.pending_id == suggestion_id:
