@@ -150,9 +150,10 @@ class AlertAdvisor:
             mem.peak = max(mem.peak, f.value)
             if SEVERITY_ORDER[f.severity] > SEVERITY_ORDER[mem.severity]:
                 mem.severity = f.severity
-            for ex in f.examples:
-                if ex not in mem.examples:
-                    mem.examples.append(ex)
+            for ex in reversed(f.examples):  # oldest first, so the newest ends up last
+                if ex in mem.examples:
+                    mem.examples.remove(ex)
+                mem.examples.append(ex)
             del mem.examples[:-_MAX_EXAMPLES]
             mem.evidence = {"text": f.text, "reason": f.reason, "confidence": f.confidence, "topic": f.topic,
                             "rule": f.rule, "data": f.data}
@@ -184,7 +185,7 @@ class AlertAdvisor:
         s = make(
             room=self.room, kind=SuggestionKind.ALERT, now=now, ttl_s=self.cfg.ttl_s, text=ev["text"],
             reason=reason, key=key, review_below=self.review_below, confidence=ev["confidence"],
-            examples=tuple(reversed(mem.examples))[:_MAX_EXAMPLES] if mem.examples else (),
+            examples=tuple(reversed(mem.examples)),  # newest first
             severity=mem.severity, topic=ev["topic"], rule=ev["rule"],
             data={**ev["data"], "key": key, "episodes": mem.episodes, "peak": round(mem.peak, 4),
                   "active": active, "cooldown_s": self.cfg.cooldown_s},
