@@ -548,6 +548,7 @@ class BilibiliSource:
             # Status first, so whoever handles source_down already sees RECONNECTING.
             self.status.state = SourceState.RECONNECTING
             self.status.down_since_ms = self._clock.now_ms()
+            self.status.last_error = reason  # the source_down alert quotes it
             await emit(self._system_event(SystemEvent.SOURCE_DOWN))
         return reason
 

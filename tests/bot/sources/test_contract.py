@@ -36,22 +36,22 @@ CHAT = {"platform": "custom", "room": "r1", "kind": "chat", "ts": 1767225600123,
 
 Trigger = Callable[[], Awaitable[None]]
 """Makes the source's upstream produce one chat message."""
-Setup = Callable[[Path], Any]  # an async context manager yielding (source, trigger)
+Setup = Callable[[Path], Any]  # an async context manager yielding (source, trigger, fake server or None)
 
 
 @asynccontextmanager
-async def simulator(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
+async def simulator(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger, Any]]:
     clock = SystemClock()
     sim = Simulator(seed=3, rate=200.0, room="demo", start_ts=clock.now_ms())
 
     async def nothing() -> None:  # the simulated room talks on its own
         return None
 
-    yield SimulatorSource(sim, clock=clock, hasher=HASHER), nothing
+    yield SimulatorSource(sim, clock=clock, hasher=HASHER), nothing, None
 
 
 @asynccontextmanager
-async def replay(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
+async def replay(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger, Any]]:
     log = tmp_path / "log.jsonl"
     later = {**CHAT, "ts": CHAT["ts"] + 3_600_000, "text": "一小时后"}
     log.write_text(json.dumps(CHAT) + "\n" + json.dumps(later) + "\n", encoding="utf-8")
@@ -60,11 +60,11 @@ async def replay(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
         return None
 
     # Real-time pacing: the second line is an hour away, so stop() lands during the pacing wait.
-    yield ReplaySource(log, hasher=HASHER, clock=SystemClock(), speed=1.0), nothing
+    yield ReplaySource(log, hasher=HASHER, clock=SystemClock(), speed=1.0), nothing, None
 
 
 @asynccontextmanager
-async def bilibili(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
+async def bilibili(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger, Any]]:
     async with fake.FakeBilibili() as server:
         source = BilibiliSource(
             server.short_id, hasher=HASHER, clock=SystemClock(), room="demo", api_base=server.base_url,
@@ -75,11 +75,11 @@ async def bilibili(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
             await server.wait_authed()
             await server.push(fake.zlib_frame(fake.danmu("这个有XL码吗", id_str="c-1")))
 
-        yield source, trigger
+        yield source, trigger, server
 
 
 @asynccontextmanager
-async def douyin(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
+async def douyin(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger, Any]]:
     async with FakeBarrageGrab() as server:
         source = DouyinPushSource(
             hasher=HASHER, room="demo", url=server.url, clock=SystemClock(),
@@ -90,11 +90,11 @@ async def douyin(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
             await asyncio.wait_for(server.wait_clients(1), 5)
             await server.push_example(1)
 
-        yield source, trigger
+        yield source, trigger, server
 
 
 @asynccontextmanager
-async def generic_client(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
+async def generic_client(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger, Any]]:
     async with GenericPushServer() as server:
         source = GenericWsClient(
             server.url, hasher=HASHER, room="demo", clock=SystemClock(),
@@ -105,7 +105,7 @@ async def generic_client(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]
             await asyncio.wait_for(server.wait_clients(1), 5)
             await server.push(CHAT)
 
-        yield source, trigger
+        yield source, trigger, server
 
 
 async def _push_to(server: GenericIngestServer) -> None:
@@ -115,15 +115,15 @@ async def _push_to(server: GenericIngestServer) -> None:
 
 
 @asynccontextmanager
-async def ingest_server(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
+async def ingest_server(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger, Any]]:
     server = GenericIngestServer(port=0, hasher=HASHER, clock=SystemClock())
-    yield server, lambda: _push_to(server)
+    yield server, lambda: _push_to(server), server
 
 
 @asynccontextmanager
-async def ingest_router(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger]]:
+async def ingest_router(tmp_path: Path) -> AsyncIterator[tuple[Source, Trigger, Any]]:
     server = GenericIngestServer(port=0, hasher=HASHER, clock=SystemClock())
-    yield IngestRouter(server, {"custom:r1": "demo"}), lambda: _push_to(server)
+    yield IngestRouter(server, {"custom:r1": "demo"}), lambda: _push_to(server), server
 
 
 SOURCES: dict[str, Setup] = {
@@ -139,7 +139,7 @@ SOURCES: dict[str, Setup] = {
 
 @pytest.mark.parametrize("name", list(SOURCES))
 async def test_start_receive_one_chat_stop(name: str, tmp_path: Path) -> None:
-    async with SOURCES[name](tmp_path) as (source, trigger):
+    async with SOURCES[name](tmp_path) as (source, trigger, _):
         assert source.status.state is SourceState.IDLE
         collector = EventCollector()
         task = asyncio.create_task(source.run(collector))
@@ -161,3 +161,35 @@ async def test_start_receive_one_chat_stop(name: str, tmp_path: Path) -> None:
             await asyncio.wait_for(task, 10)
         assert task.exception() is None
         assert source.status.state is SourceState.STOPPED
+
+
+DROPS: dict[str, Callable[[Any], Awaitable[None]]] = {
+    "bilibili": lambda server: server.drop(),
+    "douyin": lambda server: server.drop_clients(),
+    "generic_ws_client": lambda server: server.drop_clients(),
+}
+
+
+@pytest.mark.parametrize("name", list(DROPS))
+async def test_lost_connection_sets_down_since_until_reconnected(name: str, tmp_path: Path) -> None:
+    """What the source_down alert rule reads (bot.advisors.alerts): state and down_since_ms."""
+    from tests.fakes.generic_push import until
+
+    async with SOURCES[name](tmp_path) as (source, trigger, server):
+        collector = EventCollector()
+        task = asyncio.create_task(source.run(collector))
+        try:
+            await trigger()
+            await until(lambda: source.status.state is SourceState.CONNECTED)
+            assert source.status.down_since_ms is None
+            await DROPS[name](server)
+            await until(lambda: source.status.down_since_ms is not None)
+            assert source.status.last_error
+            await until(lambda: source.status.state is SourceState.CONNECTED)
+            assert source.status.down_since_ms is None and source.status.reconnects >= 1
+        finally:
+            source.stop()
+            await asyncio.wait_for(task, 10)
+        assert [e.event for e in collector.events if e.kind is EventKind.SYSTEM][:3] == [
+            "source_up", "source_down", "source_up"
+        ]
