@@ -14,7 +14,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-from collections.abc import Collection, Coroutine, Mapping, MutableMapping
+from collections.abc import Collection, Coroutine, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
