@@ -88,10 +88,7 @@ class AdvisorEngine:
         state.advance(now)
         mem = self.memory
         if mem.started_ts is None:
-            mem.started_ts = now
-            first = self.plan.segment(state.segment or "") or self.plan.segments[0]
-            mem.segment = first.name
-            mem.segment_since = now
+            self._start(now)
         elif state.segment != mem.segment and self.plan.segment(state.segment or "") is not None:
             # Someone set the room's segment directly (e.g. the control view): follow it.
             self.switch.switched(mem, state.segment or "", now)
@@ -110,6 +107,15 @@ class AdvisorEngine:
                 out[i] = self._follow(s, now)
         state.segment = mem.segment
         return out
+
+    def _start(self, now: int) -> None:
+        """The show starts at the first tick (or action): in the room's segment, else the first one."""
+        mem = self.memory
+        current = self._state.segment if self._state is not None else None
+        first = self.plan.segment(current or "") or self.plan.segments[0]
+        mem.started_ts = now
+        mem.segment = first.name
+        mem.segment_since = now
 
     def _follow(self, s: Suggestion, now: int) -> Suggestion:
         accepted = self.accept(s.id, now)
@@ -233,11 +239,12 @@ class AdvisorEngine:
             ValueError: the run-sheet has no such segment (nothing changes).
         """
         if self.plan.segment(name) is None:
-            raise ValueError(f"no segment named {name!r} in run-sheet {self.script_name or self.plan.show.name}")
+            sheet = self.script_name or self.plan.show.name
+            raise ValueError(f"no segment named {name!r} in run-sheet {sheet}")
         now = self._now(now_ms)
         mem = self.memory
         if mem.started_ts is None:
-            mem.started_ts = now
+            self._start(now)
         target = mem.switch.pending_target
         pending_id = mem.switch.pending_id
         self.switch.switched(mem, name, now)

@@ -3,6 +3,7 @@ rules-classifier analyses, ticked second by second on event time (no sleeping)."
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
@@ -61,19 +62,28 @@ class Room:
     """A RoomState, an AdvisorEngine and event time, stepped one second at a time."""
 
     def __init__(self, engine: AdvisorEngine | None = None, *, script: str | RunSheet = "apparel",
-                 cfg: AdvisorsConfig | None = None, follow: bool = True) -> None:
+                 cfg: AdvisorsConfig | None = None, follow: bool = True,
+                 analysis_confidence: float | None = None) -> None:
         self.state = RoomState(ROOM)
         plan = load_run_sheet(script).sheet if isinstance(script, str) else script
-        self.engine = engine or AdvisorEngine(ROOM, plan, cfg or AdvisorsConfig(), follow=follow)
+        name = script if isinstance(script, str) else ""
+        self.engine = engine or AdvisorEngine(
+            ROOM, plan, cfg or AdvisorsConfig(), follow=follow, script_name=name
+        )
         self.now = START_MS
         self.suggestions: list[Suggestion] = []
         self._ids = itertools.count()
+        self.analysis_confidence = analysis_confidence
+        """When set, every analysis carries this confidence (a classifier that is sure of itself)."""
 
     def chat(self, text: str, ts: int | None = None) -> None:
         t = self.now if ts is None else ts
         ev = Event(platform="test", room=ROOM, kind=EventKind.CHAT, ts=t, received_ts=t,
                    msg_id=f"m{next(self._ids)}", user_id=f"u{next(self._ids) % 97}", text=text)
-        self.state.apply(ev, analyse(text))
+        a = analyse(text)
+        if self.analysis_confidence is not None:
+            a = dataclasses.replace(a, confidence=self.analysis_confidence)
+        self.state.apply(ev, a)
 
     def online(self, n: int, ts: int | None = None) -> None:
         t = self.now if ts is None else ts
