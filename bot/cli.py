@@ -113,7 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if app.ingest is not None and app.ingest.unmatched:
             keys = ", ".join(f"{k} ×{n}" for k, n in app.ingest.unmatched.most_common(5))
-            print(f"  推送接入中没有直播间认领的事件: {keys} (在 generic 来源的 match 中添加)", file=sys.stderr)
+            print(f"  推送接入中没有直播间认领的事件: {keys}", file=sys.stderr)
+            print("  (在 generic 来源的 match 中添加)", file=sys.stderr)
 
     asyncio.run(main())
     return 0
