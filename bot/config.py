@@ -195,8 +195,45 @@ class AlertRulesConfig(_Section):
     """Distrust words (骗/假货/退款…): alert at this many such comments in the last 60 s."""
     source_down_s: int = Field(30, ge=1, le=3600)
     """Source down: alert when a source has been disconnected this many seconds."""
+    compliance_min: int = Field(2, ge=1, le=10_000)
+    """Compliance: alert at this many comments in the last 60 s that quote an advertising-law absolute term
+    or a banned category (nlp/lexicons/compliance.yaml), e.g. viewers repeating 全网最低."""
     ttl_s: int = Field(300, ge=10, le=86_400)
     """A pending alert expires after this many seconds."""
+
+
+class TimingConfig(_Section):
+    opening_deadline_s: int = Field(180, ge=30, le=1800)
+    """The opening should be over after this many seconds (a run-sheet's `opening.deadline_s` overrides it)."""
+    session_warn_before_min: int = Field(10, ge=1, le=240)
+    """Warn this many minutes before the run-sheet's planned length (`show.planned_minutes`)."""
+    rhythm_after_min: int = Field(30, ge=5, le=240)
+    """Suggest a change of rhythm after this many minutes in the same segment (attention falls after ~30 min)."""
+    ttl_s: int = Field(120, ge=10, le=3600)
+    """A pending timing nudge (overrun, opening, session length, rhythm) expires after this many seconds."""
+
+
+class AnswerCardsConfig(_Section):
+    window_s: int = Field(30, ge=5, le=300)
+    """Questions about one topic are counted over this many seconds."""
+    min_questions: int = Field(3, ge=1, le=1000)
+    """A topic's answer card is offered once this many questions about it came in within `window_s`
+    (a direct @主播 question counts twice)."""
+    cooldown_s: int = Field(120, ge=0, le=3600)
+    """The same card is not offered again for this long after it was offered."""
+    ttl_s: int = Field(90, ge=5, le=3600)
+    """A card nobody used expires after this many seconds."""
+
+
+class ChecksConfig(_Section):
+    max_discount: float = Field(0.30, gt=0.0, lt=1.0)
+    """Run-sheet offers taking off more than this share are flagged (deep discounts lowered the average order
+    value in the seed cases)."""
+    max_concurrent_offers: int = Field(3, ge=1, le=50)
+    """More run-sheet offers than this running in one segment are flagged."""
+    compliance_lexicon: str = Field("", max_length=4096)
+    """Compliance lexicon (YAML, the format of nlp/lexicons/compliance.yaml) for run-sheet checks and comment
+    flags; empty = the shipped one."""
 
 
 class AdvisorsConfig(_Section):
@@ -210,10 +247,18 @@ class AdvisorsConfig(_Section):
     """A suggestion whose confidence is below this is marked needs_review."""
     promo_per_min: int = Field(3, ge=1, le=60)
     """Most promotional pushes (coupon drops and product/price announcements) in any minute."""
+    escalate_after_s: int = Field(15, ge=0, le=3600)
+    """A suggestion still pending this many seconds after it was made goes to the field-control chat (alert
+    rule `escalation`, with the original's reason); 0 = never."""
+    escalate_kinds: tuple[Literal["script_switch", "coupon", "prompt"], ...] = ("script_switch", "coupon")
+    """Suggestion kinds that escalate (prompts expire quickly and come often: off by default)."""
     script_switch: ScriptSwitchConfig = ScriptSwitchConfig()
     coupons: CouponsConfig = CouponsConfig()
     prompts: PromptsConfig = PromptsConfig()
     alerts: AlertRulesConfig = AlertRulesConfig()
+    timing: TimingConfig = TimingConfig()
+    answer_cards: AnswerCardsConfig = AnswerCardsConfig()
+    checks: ChecksConfig = ChecksConfig()
 
 
 class SimulatorSourceConfig(_Section):
