@@ -63,8 +63,9 @@ class PipelineConfig(_Section):
     """Live: while analysis is behind, analyse with this fast classifier instead of the configured one
     (only when they differ); none = analyse with the configured one until the queue is full."""
     degrade_lag_ms: int = Field(1000, ge=50, le=600_000)
-    """Live: a batch whose oldest comment waited this long switches to `fallback_classifier` until
-    the queue has drained."""
+    """Live: a batch whose oldest comment waited this long means analysis is behind: `fallback_classifier`
+    takes over (without one, or when twice as late, only every n-th comment is analysed) until the
+    queue has drained."""
     store_backlog: int = Field(50_000, ge=100, le=10_000_000)
     """Most events waiting for the SQLite writer; when full the pipeline waits for the store (batches
     waiting meanwhile are written together)."""

@@ -10,11 +10,12 @@ Nothing is dropped silently, and every buffer between a source and the disk is b
   when the backlog is full the pipeline waits for the store (counted in `store_waits`) instead of
   growing, so a store that cannot keep up finally slows the sources down rather than eating memory.
 
-Analysis degrades in steps, visibly (``RoomState.degraded``, `analysis_mode`, counters):
-``normal`` → ``fallback`` (a batch waited longer than `degrade_lag_ms`: analyse with the fast
-`fallback` analyzer, e.g. the rules classifier behind a transformer) → ``shedding`` (queue full: store
-without NLP). It recovers once the queue has drained: the configured analyzer takes over again and the
-rooms' degraded flags clear.
+Live, analysis degrades in steps, visibly (``RoomState.degraded``, `analysis_mode`, counters), so
+what the host sees stays fresh: ``normal`` → ``fallback`` (a batch waited longer than `degrade_lag_ms`:
+analyse with the fast `fallback` analyzer, e.g. the rules classifier behind a transformer) →
+``sampling`` (no fallback, or still twice as late: analyse every n-th comment, the rest is stored and
+counted without NLP) → ``shedding`` (queue full: store without NLP). It recovers once the queue has
+drained: the configured analyzer takes over again and the rooms' degraded flags clear.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Overflow = Literal["shed_analysis", "block"]
-AnalysisMode = Literal["normal", "fallback", "shedding"]
+AnalysisMode = Literal["normal", "fallback", "sampling", "shedding"]
 AnalyzedHook = Callable[[Sequence[Event], Sequence["Analysis | None"]], None]
 StoredHook = Callable[[Sequence[Event]], None]
 
 _STOP = object()
+_MAX_SAMPLE_STEP = 10
+"""While behind, at least one comment in this many is still analysed."""
 
 
 @dataclass(slots=True)
@@ -54,6 +57,8 @@ class PipelineStats:
     """Comments analysed by the configured analyzer or the fallback."""
     fallback: int = 0
     """Comments analysed by the fast fallback analyzer because analysis was behind."""
+    sampled_out: int = 0
+    """Comments stored without NLP because analysis was behind and only a sample was analysed."""
     shed: int = 0
     """Events stored and counted without NLP because the queue was full."""
     stored: int = 0
@@ -73,6 +78,7 @@ class PipelineStats:
             "duplicates": self.duplicates,
             "analyzed": self.analyzed,
             "fallback": self.fallback,
+            "sampled_out": self.sampled_out,
             "shed": self.shed,
             "stored": self.stored,
             "store_errors": self.store_errors,
@@ -164,8 +170,9 @@ class Pipeline:
     """Runs events from sources to RoomState (and the store), batching the NLP work.
 
     Args:
-        fallback: fast analyzer used while analysis is behind (live only; None = never).
-        degrade_lag_ms: a batch whose oldest event waited this long switches to `fallback`.
+        fallback: fast analyzer used while analysis is behind (live only; None = sample instead).
+        degrade_lag_ms: a batch whose oldest event waited this long means analysis is behind (see
+            `_plan`); None = never degrade (replay and benchmarks analyse everything).
         store_backlog: most events waiting for (or in) a store write before the pipeline waits.
     """
 
@@ -182,7 +189,7 @@ class Pipeline:
         record_latency: bool = False,
         session_meta: dict[str, object] | None = None,
         fallback: Analyzer | None = None,
-        degrade_lag_ms: int = 1000,
+        degrade_lag_ms: int | None = None,
         store_backlog: int = 50_000,
     ) -> None:
         if store_backlog < 1:
@@ -202,7 +209,9 @@ class Pipeline:
         self._backlog = _StoreBacklog(store_backlog)
         self._nlp_pool = ThreadPoolExecutor(1, thread_name_prefix="livebot-nlp")
         self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="livebot-store")
-        self._using_fallback = False
+        self._behind = False
+        self._step = 1
+        self._sample_pos = 0
         self._shedding = False
         self._degraded_rooms: set[str] = set()
         self.states: dict[str, RoomState] = {}
@@ -275,10 +284,13 @@ class Pipeline:
 
     @property
     def analysis_mode(self) -> AnalysisMode:
-        """normal, fallback (fast analyzer while behind) or shedding (queue full: no NLP)."""
+        """normal, fallback (fast analyzer while behind), sampling (every n-th comment while behind) or
+        shedding (queue full: no NLP)."""
         if self._shedding:
             return "shedding"
-        return "fallback" if self._using_fallback else "normal"
+        if not self._behind:
+            return "normal"
+        return "sampling" if self._step > 1 else "fallback"
 
     # -- the consumer -----------------------------------------------------------------------------
 
@@ -325,25 +337,50 @@ class Pipeline:
             batch.append(item)  # type: ignore[arg-type]
         return batch, False
 
-    def _pick_analyzer(self, batch: list[Event]) -> Analyzer:
-        """The configured analyzer, or the fallback while the oldest event of the batch is too late."""
-        if self._fallback is None:
-            return self._analyzer
+    def _plan(self, batch: list[Event]) -> tuple[Analyzer, int]:
+        """Which analyzer runs this batch, and on every how-many-th comment (1 = all of them).
+
+        While the oldest event of a batch has waited `degrade_lag_ms` or more, the pipeline is behind:
+        the fallback analyzer takes over; without one (or once it is twice as late) only every
+        step-th comment is analysed, step growing with the lag (2…10). It recovers once the queue
+        holds at most one batch and the lag is below half the threshold.
+        """
+        threshold = self._degrade_lag_ms
+        if threshold is None:
+            return self._analyzer, 1
         lag = self._clock.now_ms() - min(ev.received_ts for ev in batch)
-        if not self._using_fallback and lag >= self._degrade_lag_ms:
-            self._using_fallback = True
-            log.warning("analysis is %d ms behind: analysing with the fast fallback classifier until it "
-                        "catches up", lag)
-        elif self._using_fallback and lag < self._degrade_lag_ms / 2 and self.queue_depth <= self._batch_size:
-            self._using_fallback = False
+        if not self._behind and lag >= threshold:
+            self._behind = True
+            how = "the fast fallback classifier" if self._fallback is not None else "a sample of the comments"
+            log.warning("analysis is %d ms behind: analysing with %s until it catches up", lag, how)
+        elif self._behind and lag < threshold / 2 and self.queue_depth <= self._batch_size:
+            self._behind = False
             log.info("analysis caught up (%d ms behind): back to the configured classifier", lag)
-        return self._fallback if self._using_fallback else self._analyzer
+        if not self._behind:
+            self._step = 1
+            return self._analyzer, 1
+        if self._fallback is not None and lag < 2 * threshold:
+            self._step = 1
+        else:
+            self._step = min(_MAX_SAMPLE_STEP, max(2, -(-lag // threshold)))
+        return self._fallback or self._analyzer, self._step
 
     async def _process(self, loop: asyncio.AbstractEventLoop, batch: list[Event]) -> None:
         chat_idx = [i for i, ev in enumerate(batch) if ev.kind is EventKind.CHAT and ev.text]
         analyses: list[Analysis | None] = [None] * len(batch)
+        analyzer = self._analyzer
         if chat_idx:
-            analyzer = self._pick_analyzer(batch)
+            analyzer, step = self._plan(batch)
+            if step > 1:
+                # Every step-th comment, counted from a running position so no comment is favoured.
+                keep = [i for n, i in enumerate(chat_idx, self._sample_pos) if n % step == 0]
+                self._sample_pos += len(chat_idx)
+                self.stats.sampled_out += len(chat_idx) - len(keep)
+                chat_idx = keep
+            if analyzer is not self._analyzer or step > 1:
+                for room in {ev.room for ev in batch}:
+                    self._mark_degraded(room)
+        if chat_idx:
             texts = [batch[i].text for i in chat_idx]
             results = await loop.run_in_executor(self._nlp_pool, analyzer.analyze, texts)
             for i, a in zip(chat_idx, results, strict=True):
@@ -351,8 +388,6 @@ class Pipeline:
             self.stats.analyzed += len(chat_idx)
             if analyzer is not self._analyzer:
                 self.stats.fallback += len(chat_idx)
-                for room in {batch[i].room for i in chat_idx}:
-                    self._mark_degraded(room)
         self.stats.batches += 1
         for ev, an in zip(batch, analyses, strict=True):
             for before in self.before_apply:
@@ -373,7 +408,7 @@ class Pipeline:
     def _maybe_recover(self) -> None:
         if self._shedding and self._queue.qsize() < self._queue.maxsize // 2:
             self._shedding = False
-        if self._degraded_rooms and not self._shedding and not self._using_fallback:
+        if self._degraded_rooms and not self._shedding and not self._behind:
             for room in sorted(self._degraded_rooms):
                 self.states[room].degraded = False
                 log.info("room=%s analysis caught up", room)

@@ -24,7 +24,9 @@ T0 = 1_767_268_800_000
 
 
 def chat(i: int, ts: int, room: str = "r1") -> Event:
-    return Event("test", room, EventKind.CHAT, ts, ts, msg_id=f"m{i}", user_id=f"{i:016x}", text=f"第{i}条 多少钱")
+    return Event(
+        "test", room, EventKind.CHAT, ts, ts, msg_id=f"m{i}", user_id=f"{i:016x}", text=f"第{i}条 多少钱"
+    )
 
 
 async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -123,7 +125,7 @@ async def test_fallback_classifier_while_behind_then_back(tmp_path: Path) -> Non
         pipe.hooks.append(lambda batch, _: analyzed.set())
         for i in range(30):
             await pipe.submit(chat(i, T0))
-        clock.advance(2.0)  # the analyzer starts 2 s late: every batch is behind
+        clock.advance(1.5)  # the analyzer starts 1.5 s late: every batch is behind
         task = asyncio.create_task(pipe.run())
         await until(lambda: pipe.stats.analyzed == 30)
         assert fast.texts == 30 and primary.texts == 0
@@ -144,6 +146,38 @@ async def test_fallback_classifier_while_behind_then_back(tmp_path: Path) -> Non
         pipe.close()
         assert store.count_events(pipe.sessions["r1"]) == 35
         assert store.execute("SELECT COUNT(*) FROM analyses")[0][0] == 35
+
+
+async def test_sampling_while_behind_without_a_fallback(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    with Store.open(tmp_path / "p.db") as store:
+        pipe = Pipeline(
+            Analyzer("rules"), clock=clock, store=store, batch_size=10, max_wait_ms=1, degrade_lag_ms=1000
+        )
+        for i in range(30):
+            await pipe.submit(chat(i, T0))
+        clock.advance(3.0)  # 3 s late: every 3rd comment is analysed
+        task = asyncio.create_task(pipe.run())
+        await until(lambda: pipe.stats.analyzed + pipe.stats.sampled_out == 30)
+        assert pipe.stats.analyzed == 10 and pipe.stats.sampled_out == 20
+        assert pipe.analysis_mode == "sampling"
+        st = pipe.states["r1"]
+        assert st.degraded and st.totals.comments == 30 and st.totals.unanalyzed == 20
+
+        for i in range(30, 35):
+            await pipe.submit(chat(i, clock.now_ms()))
+        await until(lambda: pipe.stats.analyzed == 15)
+        assert pipe.analysis_mode == "normal" and not st.degraded
+        await pipe.stop()
+        await task
+        pipe.close()
+        assert store.count_events(pipe.sessions["r1"]) == 35
+        assert store.execute("SELECT COUNT(*) FROM analyses")[0][0] == 15
+
+
+def test_replay_pipelines_never_degrade() -> None:
+    pipe = Pipeline(Analyzer("rules"), clock=ManualClock(T0))
+    assert pipe._plan([chat(0, T0 - 3_600_000)]) == (pipe._analyzer, 1)
 
 
 async def test_slow_store_bounds_the_backlog_and_slows_the_source(tmp_path: Path) -> None:
