@@ -94,6 +94,9 @@ class RecentComment:
     confusion: bool = False
     distrust: bool = False
     topics: tuple[str, ...] = ()
+    compliance: tuple[str, ...] = ()
+    """Advertising-law / banned-category terms the comment quotes (Analysis.compliance_terms)."""
+    platform: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ class Question:
     topic: str
     key: str
     text: str
+    direct: bool = False
+    """Addressed to the host (@主播): a direct question, weighed more by answer cards."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +242,8 @@ class RoomState:
         self._window_cache: dict[tuple[int, int], WindowStats] = {}
         self.degraded: bool = False
         self.now_ms: int = 0
+        self.platforms: dict[str, int] = {}
+        """Platform → when its latest event arrived (a merged room shows per-platform talking points)."""
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -265,6 +272,8 @@ class RoomState:
         if tot.last_ms is None or t > tot.last_ms:
             tot.last_ms = t
         b = self._bucket(t)
+        if self.platforms.get(event.platform, -1) < t:
+            self.platforms[event.platform] = t
         if event.user_id is not None:
             tot.viewers.add(event.user_id)
             if b is not None:
@@ -276,12 +285,12 @@ class RoomState:
                 b.comments += 1
             if analysis is None:
                 tot.unanalyzed += 1
-                self.recent_comments.append(RecentComment(t, event.text))
+                self.recent_comments.append(RecentComment(t, event.text, platform=event.platform))
             else:
                 self._apply_analysis(t, b, analysis)
                 self.recent_comments.append(RecentComment(
                     t, event.text, analysis.sentiment, analysis.confusion, analysis.distrust,
-                    tuple(analysis.topics),
+                    tuple(analysis.topics), tuple(getattr(analysis, "compliance_terms", ())), event.platform,
                 ))
         elif kind is EventKind.LIKE:
             tot.likes += event.count
@@ -354,7 +363,7 @@ class RoomState:
         from nlp.questions import question_key
 
         topic = a.topics[0] if a.topics else "other"
-        self._questions.append(Question(t, topic, question_key(a.text, topic), a.text))
+        self._questions.append(Question(t, topic, question_key(a.text, topic), a.text, bool(a.asks_host)))
 
     def _apply_stats(self, t: int, event: Event) -> None:
         stats = event.stats or {}
@@ -459,6 +468,19 @@ class RoomState:
         ]
         out.sort(key=lambda g: (-g.count, -g.last_ts))
         return out[:limit]
+
+    def question_list(self, seconds: int, now_ms: int | None = None) -> list[Question]:
+        """The individual questions of the last `seconds` (lo < ts <= now), oldest first."""
+        end = self.now_ms if now_ms is None else now_ms
+        lo = end - seconds * 1000
+        out: list[Question] = []
+        for q in reversed(self._questions):
+            if q.ts <= lo:
+                break
+            if q.ts <= end:
+                out.append(q)
+        out.reverse()
+        return out
 
     def timeline(self, seconds: int = 300, step: int = 10, now_ms: int | None = None) -> list[dict[str, Any]]:
         """Per-`step` points over the last `seconds`: comment rate, sentiment mix, confusion rate."""

@@ -14,6 +14,7 @@ from nlp import segment
 from nlp.classifiers import Classifier, Sentiment, make_classifier
 from nlp.classifiers.base import SENTIMENTS, Prediction
 from nlp.classifiers.rules import BuyingIntent
+from nlp.compliance import ComplianceLexicon, default_compliance
 from nlp.normalize import emote_polarity, normalize
 from nlp.topics import default_distrust, default_tagger
 
@@ -48,6 +49,8 @@ class Analysis:
     confidence: float
     """The lower of the sentiment and confusion confidences (`Prediction.confidence`)."""
     classifier: str
+    compliance_terms: tuple[str, ...] = ()
+    """Advertising-law absolute terms or banned-category words the viewer quotes (全网最低, 100% …)."""
 
 
 def _with_emotes(probs: tuple[float, float, float], polarity: float) -> tuple[float, float, float]:
@@ -70,9 +73,13 @@ class Analyzer:
     Args:
         classifier: a Classifier, or a registry name ("rules", "snownlp", "transformer").
         keywords: how many keywords to extract per comment; 0 skips segmentation entirely.
+        compliance: the lexicon comments are checked against; None = nlp/lexicons/compliance.yaml.
     """
 
-    def __init__(self, classifier: Classifier | str = "rules", keywords: int = 3) -> None:
+    def __init__(
+        self, classifier: Classifier | str = "rules", keywords: int = 3, *,
+        compliance: ComplianceLexicon | None = None,
+    ) -> None:
         if keywords < 0:
             raise ValueError("keywords must be >= 0")
         self.classifier: Classifier = (
@@ -82,6 +89,7 @@ class Analyzer:
         self._topics = default_tagger()
         self._distrust = default_distrust()
         self._buying = BuyingIntent.load()
+        self._compliance = compliance or default_compliance()
         if keywords:
             segment.warm_up()
 
@@ -116,6 +124,7 @@ class Analyzer:
                     distrust=self._distrust(text),
                     confidence=min(max(probs), max(c, 1.0 - c)),
                     classifier=name,
+                    compliance_terms=self._compliance.comment_terms(text),
                 )
             )
         return out
