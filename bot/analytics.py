@@ -30,12 +30,25 @@ import statistics
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.events import Event, EventKind
 
 if TYPE_CHECKING:
-    from bot.state import AnalysisLike, RoomState
+    from bot.state import RoomState
+
+class AnalysisFlags(Protocol):
+    """What the analytics read of an analysis (nlp Analysis, StoredAnalysis, RoomState's reading)."""
+
+    @property
+    def sentiment(self) -> str: ...
+    @property
+    def confusion(self) -> bool: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+    @property
+    def buying_intent(self) -> bool: ...
+
 
 MINUTE_MS = 60_000
 ACTIVE_AFTER_MS = 30_000
@@ -624,7 +637,7 @@ class OutcomePass:
     def __bool__(self) -> bool:
         return bool(self._items)
 
-    def add(self, ev: Event, an: AnalysisLike | None) -> None:
+    def add(self, ev: Event, an: AnalysisFlags | None) -> None:
         kind = ev.kind
         if kind is not EventKind.CHAT and kind is not EventKind.STATS:
             return
@@ -728,7 +741,7 @@ def aggregate_outcomes(outcomes: Sequence[Outcome]) -> list[OutcomeGroup]:
 # -- promotion cadence -----------------------------------------------------------------------------------
 
 
-def is_promo_cue(an: AnalysisLike) -> bool:
+def is_promo_cue(an: AnalysisFlags) -> bool:
     """A comment reacting to a promotion: coupon talk or buying intent."""
     return bool(an.buying_intent) or "coupon" in an.topics
 
@@ -743,7 +756,7 @@ class PromoCues:
         self._offset = 0
         """Minute index of counts[0] (older minutes are dropped past `max_minutes`)."""
 
-    def add(self, t: int, an: AnalysisLike | None) -> None:
+    def add(self, t: int, an: AnalysisFlags | None) -> None:
         """One comment at receive time `t` (every comment: quiet minutes count as zeros)."""
         if self.start_ms is None:
             self.start_ms = t - t % MINUTE_MS
@@ -929,6 +942,27 @@ def session_score(values: Mapping[str, float | None]) -> float | None:
     return round(10 * sum(w * p for w, p in parts) / weight, 1)
 
 
+# -- session meta ---------------------------------------------------------------------------------------
+
+
+def session_meta(engine: Any | None, *, watch_only: bool = False) -> dict[str, Any]:
+    """What a session's report needs from its advisor engine, written into the session meta at the end:
+    the run-sheet (`script`), the segments as they ran (`segments`: [{ts, name}], switches by hand too)
+    and whether the room was a `watch_only` benchmark room."""
+    meta: dict[str, Any] = {"watch_only": True} if watch_only else {}
+    if engine is None:
+        return meta
+    mem = engine.memory
+    meta["script"] = engine.script_name
+    switches = list(mem.switch.switches)
+    first = switches[0][1] if switches else mem.segment
+    if mem.started_ts is not None and first:
+        meta["segments"] = [{"ts": mem.started_ts, "name": first}] + [
+            {"ts": ts, "name": to} for ts, _, to in switches
+        ]
+    return meta
+
+
 # -- live -----------------------------------------------------------------------------------------------
 
 
@@ -968,7 +1002,7 @@ class LiveAnalytics:
         """Every event, before it is applied to RoomState (also events shed without analysis)."""
         self.room(ev.room).funnel.add(ev)
 
-    def observe_analyzed(self, batch: Sequence[Event], analyses: Sequence[AnalysisLike | None]) -> None:
+    def observe_analyzed(self, batch: Sequence[Event], analyses: Sequence[AnalysisFlags | None]) -> None:
         for ev, an in zip(batch, analyses, strict=True):
             if ev.kind is EventKind.CHAT:
                 self.room(ev.room).promo.add(ev.received_ts, an)

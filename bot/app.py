@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from bot.analytics import LiveAnalytics, session_meta
 from bot.clock import Clock, EventTimeClock, SystemClock
 from bot.config import (
     BilibiliSourceConfig,
@@ -219,6 +220,7 @@ def build_engines(
     return {
         r.name: build_engine(r.name, cfg.advisors, script=script or r.script, clock=clock, follow=follow)
         for r in cfg.rooms
+        if not r.watch_only  # benchmark rooms: same pipeline, no suggestions or alerts
     }
 
 
@@ -272,6 +274,9 @@ class App:
                 clock=self.clock,
             )
         self._build_advisor_outputs()
+        self.analytics = LiveAnalytics(r.name for r in self.cfg.rooms if r.watch_only)
+        self.pipeline.before_apply.append(self.analytics.observe)
+        self.pipeline.hooks.append(self.analytics.observe_analyzed)
         self._stop = asyncio.Event()
 
     def _build_sources(self) -> list[tuple[str, Source]]:
@@ -315,6 +320,13 @@ class App:
         for room, engine in self.engines.items():
             if room in out:
                 out[room]["advisor"] = advisor_view(engine, now)
+        for room, st in self.states.items():
+            running = self.engines.get(room)
+            seg = running.plan.segment(running.memory.segment or "") if running is not None else None
+            out[room]["analytics"] = self.analytics.view(
+                room, st, now, segment=seg.name if seg else None, answers=seg.answers_topics if seg else None,
+                states=self.states,
+            )
         return out
 
     def _room_is_live(self, room: str) -> bool:
@@ -436,8 +448,12 @@ class App:
             log.error("advisors did not stop within 10 s; the last suggestions may not be stored")
         if self.store is not None:
             now = self.clock.now_ms()
-            for sid in self.pipeline.sessions.values():
-                self.store.end_session(sid, now, {"pipeline": self.pipeline.stats.as_dict()})
+            watch_only = {r.name for r in self.cfg.rooms if r.watch_only}
+            for room, sid in self.pipeline.sessions.items():
+                self.store.end_session(sid, now, {
+                    "pipeline": self.pipeline.stats.as_dict(),
+                    **session_meta(self.engines.get(room), watch_only=room in watch_only),
+                })
             self.store.close()
         with contextlib.suppress(asyncio.CancelledError):
             await status_task
@@ -555,7 +571,8 @@ async def replay_file(
     if store is not None and sid is not None:
         store.end_session(
             sid, clock.now_ms(),
-            {"pipeline": pipeline.stats.as_dict(), "replay_stats": _stats_dict(source.stats)},
+            {"pipeline": pipeline.stats.as_dict(), "replay_stats": _stats_dict(source.stats),
+             **session_meta(advisors.engines.get(state.room), watch_only=state.room in advisors.watch_only)},
         )
     return ReplayResult(
         state=state, session_id=sid, stats=source.stats, pipeline=pipeline.stats.as_dict(),
@@ -579,6 +596,7 @@ class _ReplayAdvisors:
         self.script = script
         self.on_suggestion = on_suggestion
         self.engines: dict[str, AdvisorEngine] = {}
+        self.watch_only = frozenset(r.name for r in cfg.rooms if r.watch_only)
         self.suggestions: list[Suggestion] = []
         self.ticker = VirtualTicker()
         self.ticker.add_job("advisors", cfg.advisors.tick_s, self._tick)
@@ -597,7 +615,7 @@ class _ReplayAdvisors:
     def before_apply(self, ev: Event) -> None:
         if not self.enabled:
             return
-        if ev.room not in self.engines:
+        if ev.room not in self.engines and ev.room not in self.watch_only:
             self._engine(ev.room)
         self.ticker.advance(ev.received_ts)
         if self._last_ts is None or ev.received_ts > self._last_ts:

@@ -401,6 +401,9 @@ class RoomConfig(_Section):
     """One or more sources; several sources make one merged multi-platform room."""
     script: str = Field("", max_length=255)
     """Run-sheet of this room (a scripts_library name or a YAML path); empty = `advisors.script`."""
+    watch_only: bool = False
+    """A benchmark room (e.g. a competitor's public room): same pipeline and store, no suggestions or alerts;
+    the screen and report show its questions, sentiment and promotion cadence next to ours."""
 
 
 def _default_rooms() -> tuple[RoomConfig, ...]:
