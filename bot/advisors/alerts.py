@@ -1,4 +1,5 @@
-"""Alert rules for field control: surges, collapses, distrust words and dead sources, never spammy.
+"""Alert rules for field control: surges, collapses, distrust words, compliance quotes and dead sources, never
+spammy.
 
 Each rule (per topic for confusion, per source for source_down) sends at most one alert per `cooldown_s`.
 Firings during the cooldown are not lost: they are aggregated (episodes, peak reading, examples) into the
@@ -7,6 +8,7 @@ next alert, which goes out when the cooldown ends, even if the rule has gone qui
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from bot.config import AlertRulesConfig
     from bot.state import RoomState
 
-RULES = ("negative_surge", "confusion_surge", "rate_collapse", "distrust", "source_down")
+RULES = ("negative_surge", "confusion_surge", "rate_collapse", "distrust", "source_down", "compliance")
 _MAX_EXAMPLES = 5
 
 
@@ -121,6 +123,18 @@ class AlertAdvisor:
                 reason=(f"近60秒 {len(distrust)} 条弹幕含质疑/维权词 "
                         f"(骗/假货/退款…, 阈值 {cfg.distrust_min} 条)"),
                 examples=examples, data={"count": len(distrust)},
+            ))
+        quoted = [c for c in recent(state, 60, now) if c.compliance]
+        if len(quoted) >= cfg.compliance_min:
+            terms = Counter(t for c in quoted for t in c.compliance)
+            top = "、".join(f"「{t}」×{n}" if n > 1 else f"「{t}」" for t, n in terms.most_common(3))
+            examples = pick_examples((c.text for c in reversed(quoted)), _MAX_EXAMPLES)
+            out.append(Firing(
+                rule="compliance", key="compliance", severity=Severity.WARNING, value=float(len(quoted)),
+                text=f"观众在复述{top}: 主播注意措辞, 场控核对话术和商品页",
+                reason=(f"近60秒 {len(quoted)} 条弹幕引用了广告法绝对化用语或禁售类目词 "
+                        f"(阈值 {cfg.compliance_min} 条)"),
+                examples=examples, data={"count": len(quoted), "terms": dict(terms.most_common(10))},
             ))
         for name, st in sorted(state.sources.items()):
             down = st.down_since_ms

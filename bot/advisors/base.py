@@ -13,6 +13,8 @@ class SuggestionKind(StrEnum):
     COUPON = "coupon"
     PROMPT = "prompt"
     ALERT = "alert"
+    ANSWER_CARD = "answer_card"
+    """A canned answer (run-sheet `answer_cards`) for field control to paste or the host to read out."""
 
 
 class Severity(StrEnum):

@@ -134,6 +134,41 @@ class AlertRuleMemory:
 
 
 @dataclass(slots=True)
+class TimingMemory:
+    overrun_stint: int | None = None
+    """`segment_since` of the stint whose overrun was already nudged (once per stint)."""
+    rhythm_stint: tuple[int, int] | None = None
+    """(segment_since, how many rhythm nudges) of the current stint."""
+    opening_warned: bool = False
+    session_warned: set[str] = field(default_factory=set)
+    """'near' / 'over' once each."""
+    checked: dict[str, int] = field(default_factory=dict)
+    """Opening checklist item → when field control ticked it off."""
+
+
+@dataclass(slots=True)
+class CardMemory:
+    pending: dict[str, str] = field(default_factory=dict)
+    """Topic → id of its answer card waiting for field control."""
+    last_offered: dict[str, int] = field(default_factory=dict)
+    seen_questions: int = -1
+    """RoomState.totals.confused at the last look (new data only re-evaluates when questions arrived)."""
+
+
+@dataclass(slots=True)
+class VoteRecord:
+    id: str
+    """The prompt suggestion's id (its data carries the result)."""
+    ts: int
+    ends_ts: int
+    prompt: str
+    options: tuple[tuple[str, tuple[str, ...]], ...]
+    """(label, keywords) per option."""
+    counts: tuple[int, ...] | None = None
+    """Final count per option once the window has closed."""
+
+
+@dataclass(slots=True)
 class AdvisorMemory:
     """Everything the advisors remember between ticks; owned by the engine, one per room."""
 
@@ -146,6 +181,11 @@ class AdvisorMemory:
     coupons: CouponMemory = field(default_factory=CouponMemory)
     prompts: PromptMemory = field(default_factory=PromptMemory)
     alerts: dict[str, AlertRuleMemory] = field(default_factory=dict)
+    timing: TimingMemory = field(default_factory=TimingMemory)
+    cards: CardMemory = field(default_factory=CardMemory)
+    votes: deque[VoteRecord] = field(default_factory=lambda: deque(maxlen=200))
+    escalated: dict[str, str] = field(default_factory=dict)
+    """Original suggestion id → id of its escalation alert."""
 
     def add_promo(self, ts: int) -> None:
         bisect.insort(self.promos, ts)

@@ -17,13 +17,16 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from bot.advisors import votes
 from bot.advisors.alerts import AlertAdvisor
-from bot.advisors.base import Suggestion, SuggestionKind, SuggestionState
-from bot.advisors.common import HOUR_MS, MINUTE_MS, PAUSED_FOREVER, AdvisorMemory
+from bot.advisors.answer_cards import AnswerCardAdvisor
+from bot.advisors.base import Severity, Suggestion, SuggestionKind, SuggestionState
+from bot.advisors.common import HOUR_MS, MINUTE_MS, PAUSED_FOREVER, AdvisorMemory, clock_text, make
 from bot.advisors.coupons import CouponAdvisor
 from bot.advisors.prompts import PromptAdvisor
 from bot.advisors.script_switch import ScriptSwitchAdvisor
-from bot.scripts import RunSheet, load_run_sheet
+from bot.advisors.timing import TimingAdvisor
+from bot.scripts import CheckLimits, RunSheet, load_run_sheet
 
 if TYPE_CHECKING:
     from bot.clock import Clock
@@ -33,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_SNOOZE_S = 60.0
+PLATFORM_RECENT_MS = 10 * MINUTE_MS
+"""A platform counts as present in a merged room while its events arrived within this long."""
+_NOT_A_PLATFORM = frozenset({"generic", "simulator", "test", ""})
+_KIND_ZH = {"script_switch": "切换话术", "coupon": "发券", "prompt": "互动口令", "answer_card": "答疑卡"}
 
 
 class AdvisorEngine:
@@ -61,6 +68,10 @@ class AdvisorEngine:
         self.prompts = PromptAdvisor(
             room, plan, settings.prompts, review_below=review, coupon_gap_s=settings.prompts.coupon_gap_s
         )
+        self.timing = TimingAdvisor(
+            room, plan, settings.timing, review_below=review, promo_per_min=settings.promo_per_min
+        )
+        self.cards = AnswerCardAdvisor(room, plan, settings.answer_cards, review_below=review)
         self._pending: dict[str, Suggestion] = {}
         self._changes: list[Suggestion] = []
         self._state: RoomState | None = None
@@ -93,20 +104,93 @@ class AdvisorEngine:
             # Someone set the room's segment directly (e.g. the control view): follow it.
             self.switch.switched(mem, state.segment or "", now)
         self._expire(now)
+        self._close_votes(state, now)
         out: list[Suggestion] = []
         out += self.alerts.advise(state, now, mem)
         out += self.switch.advise(state, now, mem)
+        out += self.timing.advise(state, now, mem)
+        out += self.cards.advise(state, now, mem)
         out += self.coupons.advise(state, now, mem)
         out += self.prompts.advise(state, now, mem)
+        out += self._escalations(now)
         mem.forget_before(now - 2 * HOUR_MS)
+        out = self._record(state, out, now)
+        state.segment = mem.segment
+        return out
+
+    def on_data(self, state: RoomState, now_ms: int | None = None) -> list[Suggestion]:
+        """New analysed comments arrived: run the advisors that must answer within seconds (answer cards).
+
+        Cheap when nothing relevant changed, so the pipeline may call it after every batch.
+        """
+        now = self._now(now_ms)
+        self._state = state
+        if self.memory.started_ts is None:
+            return []  # the first tick sets the show up
+        return self._record(state, self.cards.advise(state, now, self.memory, only_new=True), now)
+
+    def _record(self, state: RoomState, out: list[Suggestion], now: int) -> list[Suggestion]:
         for i, s in enumerate(out):
             self.counts[str(s.kind)] += 1
             self._pending[s.id] = s
             state.record_suggestion(s)
+            if s.kind is SuggestionKind.PROMPT:
+                votes.register(self.memory, s, self.settings.prompts.response_s)
             if self.follow:
                 out[i] = self._follow(s, now)
-        state.segment = mem.segment
         return out
+
+    def _escalations(self, now: int) -> list[Suggestion]:
+        """Suggestions nobody decided on within `escalate_after_s` go to the field-control chat."""
+        after = self.settings.escalate_after_s * 1000
+        if after <= 0:
+            return []
+        kinds = set(self.settings.escalate_kinds)
+        escalated = self.memory.escalated
+        out: list[Suggestion] = []
+        for s in self.pending:
+            if str(s.kind) not in kinds or s.id in escalated or now - s.created_ts < after:
+                continue
+            waited = now - s.created_ts
+            kind = _KIND_ZH.get(str(s.kind), str(s.kind))
+            esc = make(
+                room=self.room, kind=SuggestionKind.ALERT, now=now, ttl_s=0, expires_ts=max(s.expires_ts, now + 1000),
+                text=f"主播 {clock_text(waited)} 未处理「{kind}」建议: {s.text}",
+                reason=f"建议待处理已 {clock_text(waited)}; 原因: {s.reason}",
+                key=f"escalation:{s.id}", review_below=self.settings.review_below, confidence=s.confidence,
+                examples=s.examples, severity=Severity.WARNING, segment=s.segment, topic=s.topic,
+                rule="escalation",
+                data={"key": f"escalation:{s.id}", "original_id": s.id, "original_kind": str(s.kind),
+                      "original_text": s.text, "waited_s": round(waited / 1000)},
+            )
+            escalated[s.id] = esc.id
+            out.append(esc)
+        return out
+
+    def _close_votes(self, state: RoomState, now: int) -> None:
+        for result in votes.close_due(state, self.memory, now):
+            self._update(result["id"], now, vote=result)
+
+    def _update(self, suggestion_id: str, now: int, **data: Any) -> Suggestion | None:
+        """Add numbers to a suggestion whatever its state (a vote's result); the change goes to the sinks."""
+        current = self._pending.get(suggestion_id)
+        index = None
+        if self._state is not None:
+            sugs = self._state.suggestions
+            for i in range(len(sugs) - 1, -1, -1):
+                if sugs[i].id == suggestion_id:
+                    index = i
+                    current = current or sugs[i]
+                    break
+        if current is None:
+            return None
+        new = dataclasses.replace(current, data={**current.data, **data})
+        if suggestion_id in self._pending:
+            self._pending[suggestion_id] = new
+        if index is not None and self._state is not None:
+            self._state.suggestions[index] = new
+        self._changes.append(new)
+        return new
 
     def _start(self, now: int) -> None:
         """The show starts at the first tick (or action): in the room's segment, else the first one."""
@@ -124,7 +208,7 @@ class AdvisorEngine:
 
     def _expire(self, now: int) -> None:
         for s in sorted(self._pending.values(), key=lambda x: (x.expires_ts, x.id)):
-            if s.expires_ts > now:
+            if s.expires_ts > now or s.id not in self._pending:
                 continue
             if s.kind is SuggestionKind.COUPON and s.data.get("mode") == "auto":
                 self._resolve(s, SuggestionState.ACCEPTED, now)  # auto drop happened at the countdown
@@ -136,6 +220,11 @@ class AdvisorEngine:
             self._resolve(s, SuggestionState.EXPIRED, now)
 
     def _resolve(self, s: Suggestion, state: SuggestionState, now: int, **data: Any) -> Suggestion:
+        s = self._pending.get(s.id, s)  # the latest version (a vote may have added its count)
+        escalation = self._pending.get(self.memory.escalated.get(s.id, ""))
+        if escalation is not None:
+            # The host acted (or the advice lapsed): the chat's escalation is settled the same way.
+            self._resolve(escalation, state, now, resolved_by=s.id)
         new = dataclasses.replace(s, state=state, data={**s.data, "state_ts": now, **data})
         self._pending.pop(s.id, None)
         self._changes.append(new)
@@ -145,6 +234,8 @@ class AdvisorEngine:
                 if sugs[i].id == s.id:
                     sugs[i] = new
                     break
+        if s.kind is SuggestionKind.ANSWER_CARD:
+            self.cards.resolved(self.memory, s)
         return new
 
     def drain_changes(self) -> list[Suggestion]:
@@ -232,6 +323,14 @@ class AdvisorEngine:
     def resume_prompts(self, now_ms: int | None = None) -> None:
         self.memory.prompts.paused_until = None
 
+    def check_item(self, item: str, now_ms: int | None = None, *, done: bool = True) -> None:
+        """Field control ticked (done=False: unticked) an item of the opening checklist.
+
+        Raises:
+            ValueError: the run-sheet's checklist has no such item (nothing changes).
+        """
+        self.timing.check_item(self.memory, item, self._now(now_ms), done=done)
+
     def set_segment(self, name: str, now_ms: int | None = None) -> None:
         """The host moved to segment `name` on their own; a pending switch to it counts as accepted.
 
@@ -280,7 +379,28 @@ class AdvisorEngine:
                 "target_per_min": p["target_per_min"],
             },
             "pending": [s.to_json() for s in self.pending],
+            "timing": self.timing.status(mem, now),
+            "platforms": self._platform_points(seg, now),
+            "votes": votes.live(self._state, mem, now) if self._state is not None else [],
         }
+
+    def platforms(self, now: int) -> list[str]:
+        """Platforms present in the room: events within the last 10 minutes, or a connected source's platform."""
+        st = self._state
+        if st is None:
+            return []
+        seen = {p for p, ts in st.platforms.items() if now - ts <= PLATFORM_RECENT_MS}
+        seen |= {src.platform for src in st.sources.values()}
+        return sorted(seen - _NOT_A_PLATFORM)
+
+    def _platform_points(self, seg: Any, now: int) -> list[dict[str, Any]]:
+        """Talking points per platform present (a merged room shows each platform's variant)."""
+        if seg is None:
+            return []
+        return [
+            {"platform": p, "talking_points": list(seg.talking_points_for(p)), "variant": p in seg.variants}
+            for p in self.platforms(now)
+        ]
 
     def stats(self, now_ms: int | None = None) -> dict[str, Any]:
         """Achieved vs target for reports: prompts/min, coupon intervals, promotional pushes/min."""
@@ -316,5 +436,20 @@ def build_engine(
     room: str, settings: AdvisorsConfig, *, script: str = "", clock: Clock | None = None, follow: bool = False
 ) -> AdvisorEngine:
     """An engine for `room` with its run-sheet (`script`, else `settings.script`); ScriptError if invalid."""
-    loaded = load_run_sheet(script or settings.script)
+    loaded = load_run_sheet(script or settings.script, limits=check_limits(settings))
+    for w in loaded.warnings:
+        log.warning("room=%s run-sheet warning: %s", room, w)
     return AdvisorEngine(room, loaded.sheet, settings, clock, follow=follow, script_name=loaded.name)
+
+
+def check_limits(settings: AdvisorsConfig) -> CheckLimits:
+    """The run-sheet check thresholds and coupon defaults of a config (`[advisors.checks]`, `[advisors.coupons]`)."""
+    from nlp.compliance import ComplianceLexicon
+
+    c = settings.checks
+    return CheckLimits(
+        max_discount=c.max_discount, max_concurrent_offers=c.max_concurrent_offers,
+        coupon_cadence_s=settings.coupons.cadence_s, coupon_budget=settings.coupons.budget,
+        coupon_per_hour=settings.coupons.per_hour,
+        compliance=ComplianceLexicon.load(c.compliance_lexicon) if c.compliance_lexicon else None,
+    )

@@ -48,6 +48,16 @@ def matches(text: str, keywords: Sequence[str]) -> bool:
     return False
 
 
+def _vote_data(prompt: Prompt, response_s: int) -> dict[str, Any]:
+    """The options of a vote prompt (bot.advisors.votes counts them), or nothing for a plain prompt."""
+    if not prompt.options:
+        return {}
+    return {
+        "options": [{"label": o.label, "keywords": list(o.keywords)} for o in prompt.options],
+        "vote_window_s": prompt.window_s or response_s,
+    }
+
+
 class PromptAdvisor:
     def __init__(self, room: str, plan: RunSheet, cfg: PromptsConfig, *, review_below: float,
                  coupon_gap_s: int) -> None:
@@ -196,6 +206,7 @@ class PromptAdvisor:
                 "response_window_s": cfg.response_s,
                 "achieved_per_min": round(achieved, 2),
                 "target_per_min": cfg.target_per_min,
+                **_vote_data(prompt, cfg.response_s),
             },
         )
         mem.history.append(PromptRecord(s.id, now, prompt.text, prompt.keywords, idle, pool))
