@@ -259,11 +259,13 @@ def _write_report(
     cfg: Config, sources: Sequence[tuple[Any, str]], out: str | None, csv_dir: str | None
 ) -> list[str]:
     """Write the HTML report (a comparison for several sessions) and CSVs; return lines to print."""
+    from bot.analytics_trend import AnalyticsSettings
     from bot.outputs.report import write_reports
     from bot.outputs.report_data import Targets
 
     try:
-        write_reports(sources, out, csv_dir=csv_dir, targets=Targets.from_config(cfg))
+        write_reports(sources, out, csv_dir=csv_dir, targets=Targets.from_config(cfg),
+                      analytics=AnalyticsSettings.from_config(cfg))
     except OSError as e:
         raise LivebotError(f"cannot write the report: {e.strerror or e} ({e.filename})") from None
     lines = []
@@ -280,6 +282,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bot.outputs.store import Store
 
     cfg = _config(args)
+    if args.trend or args.last is not None:
+        return _cmd_trend(args, cfg)
+    if not args.sessions:
+        raise LivebotError("report needs SESSION_ID|LOG… (or --trend --last N)")
     if not args.out and not args.csv:
         raise LivebotError("report needs --out FILE.html and/or --csv DIR")
     with contextlib.ExitStack() as stack:
@@ -314,6 +320,46 @@ def cmd_report(args: argparse.Namespace) -> int:
             sources.append((db_store, item))
         for line in _write_report(cfg, sources, args.out, args.csv):
             print(line.strip())
+    return 0
+
+
+def _cmd_trend(args: argparse.Namespace, cfg: Config) -> int:
+    """`livebot report --trend SESSION…|--last N --out trend.html`: one page over many stored sessions."""
+    from bot.analytics_trend import AnalyticsSettings, last_sessions, write_trend
+    from bot.outputs.store import Store
+
+    if not args.out:
+        raise LivebotError("report --trend needs --out FILE.html")
+    if args.last is not None and args.last < 1:
+        raise LivebotError(f"--last must be at least 1, got {args.last}")
+    if args.csv:
+        raise LivebotError("report --trend writes HTML only (drop --csv)")
+    db = Path(args.db) if args.db else cfg.store_path
+    if not db.is_file():
+        raise LivebotError(f"store {db} not found (use --db FILE)")
+    settings = AnalyticsSettings.from_config(cfg)
+    with Store.open(db) as store:
+        ids: list[str] = []
+        for item in args.sessions:
+            if store.session(item) is None:
+                hint = (" (--trend reads stored sessions; replay a log into a store first: "
+                        "livebot replay LOG --out DIR)") if Path(item).is_file() else ""
+                raise LivebotError(f"{item!r} is not a session in {db}{hint}")
+            ids.append(item)
+        if args.last is not None:
+            ids += last_sessions(store, args.last, args.room, settings)
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            room = f" for room {args.room!r}" if args.room else ""
+            raise LivebotError(f"no sessions to show: {db} has none{room}")
+        try:
+            rows = write_trend(store, ids, args.out, settings)
+        except OSError as e:
+            raise LivebotError(f"cannot write the trend page: {e.strerror or e} ({e.filename})") from None
+    print(f"趋势页已写入 {args.out} ({len(rows)} 场)")
+    for r in rows:
+        score = "—" if r.score is None else f"{r.score:.1f}"
+        print(f"  {r.session_id}  评分 {score}")
     return 0
 
 
@@ -611,8 +657,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="DIR", help="write the per-minute series and question table as CSV")
 
     p = add("report", cmd_report, "HTML report of stored sessions or logs; two or more: side by side")
-    p.add_argument("sessions", nargs="+", metavar="SESSION_ID|LOG",
+    p.add_argument("sessions", nargs="*", metavar="SESSION_ID|LOG",
                    help="session id in the store, or a log file (replayed into a temporary store first)")
+    p.add_argument("--trend", action="store_true",
+                   help="one trend page over stored sessions: a 0–10 score, new/returning viewers, funnel, "
+                        "need match and buying intent per session")
+    p.add_argument("--last", type=int, metavar="N",
+                   help="--trend over the last N stored sessions (with --room: that room's); implies --trend")
     p.add_argument("--out", metavar="FILE.html", help="HTML file to write (several sessions: a comparison)")
     p.add_argument("--csv", metavar="DIR", help="also write per-minute series and question tables as CSV")
     p.add_argument("--db", metavar="FILE", help="store holding the session ids (default: the config's store)")

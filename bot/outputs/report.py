@@ -22,7 +22,7 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import __version__
 from bot.outputs.report_data import (
@@ -41,6 +41,9 @@ from bot.outputs.report_data import (
     topic_label,
 )
 from bot.outputs.store import Store
+
+if TYPE_CHECKING:
+    from bot.analytics_trend import AnalyticsSettings
 
 __all__ = [
     "build_session_report",
@@ -648,9 +651,12 @@ def render_report(report: SessionReport) -> str:
         f"会话 {_e(r.session_id)}</div>"
         f'<nav class="toc">{nav}</nav></header>'
     )
+    notices = "".join(
+        f'<section class="notice" role="alert"><p class="bad">⚠ {_e(n)}</p></section>' for n in r.notices
+    )
     body = "\n".join([
-        header, _headline_section(r), _timeline_section(r), _targets_section(r), _questions_section(r),
-        _negative_section(r), _segments_section(r), _suggestions_section(r),
+        header + notices, _headline_section(r), _timeline_section(r), _targets_section(r),
+        _questions_section(r), _negative_section(r), _segments_section(r), _suggestions_section(r),
         _extra_sections(r.extra_sections), _quality_section(r),
     ])
     return _page(f"直播复盘 · {r.title}", body)
@@ -897,14 +903,20 @@ def write_csv(report: SessionReport, directory: str | Path) -> list[Path]:
 
 def write_reports(
     sources: Sequence[tuple[Store, str]], out: str | Path | None, *, csv_dir: str | Path | None = None,
-    targets: Targets | None = None,
+    targets: Targets | None = None, analytics: AnalyticsSettings | None = None,
 ) -> list[SessionReport]:
     """Build the reports of `(store, session_id)` pairs; write one HTML (a comparison for several) and CSVs.
+
+    With `analytics`, a single-session report also gets the outcome analytics (bot.analytics_trend):
+    funnel, returning viewers, need match, before/after of accepted suggestions, benchmark rooms, coverage.
 
     Raises:
         KeyError: a session is not in its store.
     """
-    reports = [build_session_report(store, sid, targets=targets) for store, sid in sources]
+    if analytics is not None and len(sources) == 1:
+        reports = [_with_analytics(sources[0][0], sources[0][1], targets, analytics)]
+    else:
+        reports = [build_session_report(store, sid, targets=targets) for store, sid in sources]
     if out is not None:
         page = render_report(reports[0]) if len(reports) == 1 else render_comparison(reports)
         path = Path(out)
@@ -915,3 +927,15 @@ def write_reports(
         for r in reports:
             write_csv(r, csv_dir)
     return reports
+
+
+def _with_analytics(
+    store: Store, session_id: str, targets: Targets | None, settings: AnalyticsSettings
+) -> SessionReport:
+    from bot.analytics_trend import report_analytics
+
+    ride = report_analytics(store, session_id, settings)
+    if ride is None:
+        return build_session_report(store, session_id, targets=targets)
+    observer, finish = ride
+    return finish(build_session_report(store, session_id, targets=targets, observers=[observer.add]))

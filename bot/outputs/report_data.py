@@ -22,7 +22,7 @@ import math
 import re
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -393,6 +393,8 @@ class SessionReport:
     bands: tuple[Band, ...] = ()
     extra_panels: tuple[SeriesPanel, ...] = ()
     extra_sections: tuple[HtmlSection, ...] = ()
+    notices: tuple[str, ...] = ()
+    """Warnings shown at the top of the report (e.g. low data coverage, from bot.analytics_trend)."""
 
     @property
     def title(self) -> str:
@@ -974,9 +976,12 @@ def _session_range(store: Store, session_id: str) -> tuple[int, int] | None:
 
 
 def build_session_report(
-    store: Store, session_id: str, *, targets: Targets | None = None
+    store: Store, session_id: str, *, targets: Targets | None = None,
+    observers: Sequence[Callable[[Event, StoredAnalysis | None], None]] = (),
 ) -> SessionReport:
     """Read one stored session in a single streaming pass and compute its report.
+
+    `observers` see every `(event, analysis)` of the same pass (outcome analytics ride along this way).
 
     Raises:
         KeyError: no such session in the store.
@@ -990,8 +995,15 @@ def build_session_report(
     plan = plan_segments(start_ts, end_ts, suggestions, info.meta)
     acc = _Pass(start_ts, end_ts, plan)
     # Larger chunks than the default: each chunk query costs a scan of the session's index entries.
-    for ev, an in store.iter_events(session_id, chunk=ITER_CHUNK):
-        acc.add(ev, an)
+    events = store.iter_events(session_id, chunk=ITER_CHUNK)
+    if observers:
+        for ev, an in events:
+            acc.add(ev, an)
+            for observe in observers:
+                observe(ev, an)
+    else:
+        for ev, an in events:
+            acc.add(ev, an)
 
     minutes = acc.finish_minutes()
     duration_s = (end_ts - start_ts) / 1000
