@@ -241,7 +241,7 @@ class StoreSink:
         """Synchronous write (the sink's worker thread, or replay after the run)."""
         if item.id in self._saved and item.state is not SuggestionState.PENDING:
             ts = int(item.data.get("state_ts", item.created_ts))
-            if self._store.set_suggestion_state(sid, item.id, str(item.state), ts):
+            if self._store.set_suggestion_state(sid, item.id, str(item.state), ts, item.data):
                 return
         self._store.save_suggestion(sid, item)
         self._saved.add(item.id)

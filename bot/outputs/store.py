@@ -1,4 +1,4 @@
-"""SQLite store (WAL): sessions, events, analyses, suggestions.
+"""SQLite store (WAL): sessions, events, analyses, suggestions, marks.
 
 One file per data directory; schema version in ``PRAGMA user_version`` with forward migrations.
 Viewer ids arrive already hashed (bot.privacy); nicknames only exist when privacy.store_names is on.
@@ -92,6 +92,17 @@ _MIGRATIONS: tuple[str, ...] = (
         state_ts INTEGER,
         data TEXT NOT NULL DEFAULT '{}',
         PRIMARY KEY (session_id, id)
+    );
+    """,
+    # 2: marks — what field control decided outside suggestions (opening checklist ticks, …)
+    """
+    CREATE TABLE marks (
+        session_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (session_id, kind, key)
     );
     """,
 )
@@ -320,18 +331,48 @@ class Store:
                 (
                     s.id, session_id, s.room, str(s.kind), s.created_ts, s.expires_ts, s.text, s.reason,
                     json.dumps(list(s.examples), ensure_ascii=False), s.confidence, int(s.needs_review),
-                    str(s.severity), s.segment, s.topic, s.rule, str(s.state), None,
+                    str(s.severity), s.segment, s.topic, s.rule, str(s.state),
+                    None if str(s.state) == "pending" else s.data.get("state_ts"),
                     json.dumps(s.data, ensure_ascii=False, default=str),
                 ),
             )
 
-    def set_suggestion_state(self, session_id: str, suggestion_id: str, state: str, ts: int) -> bool:
+    def set_suggestion_state(
+        self, session_id: str, suggestion_id: str, state: str, ts: int, data: dict[str, Any] | None = None
+    ) -> bool:
+        """Record a decision (and, with `data`, the suggestion's latest numbers, e.g. a vote's result)."""
         with self._lock:
-            cur = self._conn.execute(
-                "UPDATE suggestions SET state = ?, state_ts = ? WHERE session_id = ? AND id = ?",
-                (state, ts, session_id, suggestion_id),
-            )
+            if data is None:
+                cur = self._conn.execute(
+                    "UPDATE suggestions SET state = ?, state_ts = ? WHERE session_id = ? AND id = ?",
+                    (state, ts, session_id, suggestion_id),
+                )
+            else:
+                cur = self._conn.execute(
+                    "UPDATE suggestions SET state = ?, state_ts = ?, data = ? WHERE session_id = ? AND id = ?",
+                    (state, ts, json.dumps(data, ensure_ascii=False, default=str), session_id, suggestion_id),
+                )
         return cur.rowcount > 0
+
+    # -- marks (field-control decisions that are not suggestions) ---------------------------------
+
+    def save_mark(self, session_id: str, kind: str, key: str, ts: int, data: dict[str, Any] | None = None) -> None:
+        """Record one mark, e.g. kind "checklist", key "人设", data {"done": true}; the latest per key wins."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO marks VALUES (?,?,?,?,?)",
+                (session_id, kind, key, ts, json.dumps(data or {}, ensure_ascii=False, default=str)),
+            )
+
+    def marks(self, session_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT kind, key, ts, data FROM marks WHERE session_id = ?"
+        args: list[Any] = [session_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY ts, key", args).fetchall()
+        return [{"kind": k, "key": key, "ts": ts, "data": json.loads(d)} for k, key, ts, d in rows]
 
     def suggestions(self, session_id: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -39,6 +39,7 @@ class AdvisorEngineLike(Protocol):
     def pause_prompts(self, now_ms: int | None = None, *, seconds: float | None = None) -> None: ...
     def resume_prompts(self, now_ms: int | None = None) -> None: ...
     def set_segment(self, name: str, now_ms: int | None = None) -> None: ...
+    def check_item(self, item: str, now_ms: int | None = None, *, done: bool = True) -> None: ...
 
 
 EngineLookup = Callable[[str], "AdvisorEngineLike | None"]
@@ -56,6 +57,7 @@ _ENGINE_CALLS: dict[ActionName, _EngineCall] = {
     ActionName.PAUSE_PROMPTS: lambda e, a, now: e.pause_prompts(now),
     ActionName.RESUME_PROMPTS: lambda e, a, now: e.resume_prompts(now),
     ActionName.SET_SEGMENT: lambda e, a, now: e.set_segment(str(a["segment"]), now),
+    ActionName.CHECK_ITEM: lambda e, a, now: e.check_item(str(a["item"]), now, done=bool(a.get("done", True))),
 }
 _ON_SUGGESTION = frozenset({ActionName.ACCEPT, ActionName.DISMISS, ActionName.SNOOZE})
 
@@ -63,6 +65,8 @@ _ON_SUGGESTION = frozenset({ActionName.ACCEPT, ActionName.DISMISS, ActionName.SN
 def _engine_refusal_zh(name: ActionName, action: dict[str, Any], err: ValueError) -> str:
     if name is ActionName.SET_SEGMENT:
         return f"运行单里没有段落「{action.get('segment')}」"
+    if name is ActionName.CHECK_ITEM:
+        return f"开场清单里没有「{action.get('item')}」"
     return f"建议引擎拒绝了该操作：{err}"
 
 
@@ -100,6 +104,7 @@ class RoomActions:
             ActionName.COUPON_DROPPED: self._needs_engine,
             ActionName.PAUSE_PROMPTS: self._needs_engine,
             ActionName.RESUME_PROMPTS: self._needs_engine,
+            ActionName.CHECK_ITEM: self._needs_engine,
         }
 
     async def __call__(self, room: str, action: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +152,10 @@ class RoomActions:
         result = {"ok": True}
         if name is ActionName.SET_SEGMENT:
             result["segment"] = action["segment"]
+        elif name is ActionName.CHECK_ITEM:
+            done = bool(action.get("done", True))
+            result |= {"item": action["item"], "done": done}
+            await self._mark(state.room, "checklist", str(action["item"]), now, {"done": done})
         return result
 
     # -- without an engine ------------------------------------------------------------------------
@@ -179,6 +188,14 @@ class RoomActions:
 
         # SQLite commits can take milliseconds: keep them off the event loop.
         await asyncio.to_thread(write)
+
+    async def _mark(self, room: str, kind: str, key: str, now: int, data: dict[str, Any]) -> None:
+        """Persist a field-control decision that is not a suggestion (a checklist tick)."""
+        store = self._store
+        sid = self._sessions.get(room)
+        if store is None or sid is None:
+            return
+        await asyncio.to_thread(store.save_mark, sid, kind, key, now, data)
 
     async def _decide(self, state: RoomState, action: dict[str, Any], now: int) -> dict[str, Any]:
         found = self._find(state, str(action["id"]))

@@ -11,8 +11,8 @@ Server → page (text frames, one JSON object each)::
 Page → server::
 
     {"type": "action",
-     "action": "accept|dismiss|snooze|coupon_dropped|pause_prompts|resume_prompts|set_segment",
-     "room": ..., "id": ..., "segment": ..., "seconds": ..., "req": ...}
+     "action": "accept|dismiss|snooze|coupon_dropped|pause_prompts|resume_prompts|set_segment|check_item",
+     "room": ..., "id": ..., "segment": ..., "seconds": ..., "item": ..., "done": ..., "req": ...}
 
 `parse_message` is the only place that reads the inbound layout. It is strict (unknown keys, wrong
 types and over-long strings are errors), because the control socket changes what a live room does.
@@ -43,12 +43,14 @@ class ActionName(StrEnum):
     PAUSE_PROMPTS = "pause_prompts"
     RESUME_PROMPTS = "resume_prompts"
     SET_SEGMENT = "set_segment"
+    CHECK_ITEM = "check_item"
+    """Tick off (done=false: untick) an item of the opening checklist (人设 / 场景 / 核心卖点)."""
 
 
 NEEDS_ID = frozenset({ActionName.ACCEPT, ActionName.DISMISS, ActionName.SNOOZE})
 """Actions on one suggestion: `id` is required."""
 
-_KEYS = frozenset({"type", "action", "room", "id", "segment", "seconds", "req"})
+_KEYS = frozenset({"type", "action", "room", "id", "segment", "seconds", "item", "done", "req"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,10 @@ class Action:
     """Target segment of set_segment."""
     seconds: int | None = None
     """Snooze length."""
+    item: str | None = None
+    """Checklist item of check_item."""
+    done: bool = True
+    """check_item: tick (true) or untick (false)."""
     req: str | None = None
     """Page-chosen request id, echoed in the action_result so the page can match it."""
 
@@ -74,6 +80,9 @@ class Action:
             out["segment"] = self.segment
         if self.seconds is not None:
             out["seconds"] = self.seconds
+        if self.action is ActionName.CHECK_ITEM:
+            out["item"] = self.item
+            out["done"] = self.done
         return out
 
 
@@ -130,9 +139,18 @@ def parse_message(text: str) -> Action:
         seconds = int(raw)
     elif "seconds" in data:
         raise ProtocolError(f"{action} takes no seconds", key="seconds")
+    item = _opt_str(data, "item")
+    done = data.get("done", True)
+    if action is ActionName.CHECK_ITEM:
+        if item is None:
+            raise ProtocolError("check_item needs an item", key="item")
+        if not isinstance(done, bool):
+            raise ProtocolError("done must be true or false", key="done")
+    elif "item" in data or "done" in data:
+        raise ProtocolError(f"{action} takes no item", key="item" if "item" in data else "done")
     return Action(
         action=action, room=_opt_str(data, "room"), id=sid, segment=segment, seconds=seconds,
-        req=_opt_str(data, "req"),
+        item=item, done=done, req=_opt_str(data, "req"),
     )
 
 

@@ -41,7 +41,12 @@ def advisor_view(engine: EngineStatusLike, now_ms: int) -> dict[str, Any]:
 
     Keys: segment, segments (run-sheet order), talking_points, script, show,
     coupon {next_in_s, next_due_ts, budget_left, budget_total, reason, mode, pending_id},
-    prompts {target_per_min, achieved_per_min, paused, next_in_s}, pending [Suggestion JSON].
+    prompts {target_per_min, achieved_per_min, paused, next_in_s}, pending [Suggestion JSON],
+    timing {segment, elapsed_s, min_dwell_s, max_dwell_s, over_s, state ok|near|over, next_segment,
+    session {elapsed_s, planned_s, left_s, state}, rhythm {same_segment_s, due, after_s},
+    opening {segment, active, deadline_s, left_s, checklist [{name, hint, done, done_ts}], done, total}},
+    platforms [{platform, talking_points, variant}] (a merged room: each platform's talking points),
+    votes [{id, prompt, ts, ends_ts, closed, total, options [{label, count, share}], leader}].
     """
     st = engine.status(now_ms)
     out: dict[str, Any] = {
@@ -52,7 +57,12 @@ def advisor_view(engine: EngineStatusLike, now_ms: int) -> dict[str, Any]:
         "talking_points": list(st.get("talking_points") or []),
         "segments": [s.name for s in engine.plan.segments],
         "pending": list(st.get("pending") or []),
+        "platforms": list(st.get("platforms") or []),
+        "votes": list(st.get("votes") or []),
     }
+    timing = st.get("timing")
+    if isinstance(timing, dict):
+        out["timing"] = timing
     coupon = st.get("coupon")
     if isinstance(coupon, dict):
         budget = coupon.get("budget")
