@@ -840,7 +840,7 @@ def _time_plan(start_ts: int, end_ts: int) -> list[_SegmentPlan]:
 
 
 def build_targets(
-    suggestions: Sequence[Mapping[str, Any]], duration_s: float, targets: Targets
+    suggestions: Sequence[Mapping[str, Any]], start_ts: int, end_ts: int, targets: Targets
 ) -> tuple[TargetRow, ...]:
     """Achieved vs target for prompts/min, coupon intervals and promotional pushes/min.
 
@@ -850,7 +850,7 @@ def build_targets(
     live = [s for s in suggestions if s.get("state") != "dismissed"]
     if not live:
         return ()
-    minutes = max(duration_s / 60, 1 / 60)
+    minutes = max((end_ts - start_ts) / MINUTE_MS, 1 / 60)
     rows: list[TargetRow] = []
     prompts = [s for s in live if s.get("kind") == "prompt"]
     if prompts:
@@ -883,6 +883,15 @@ def build_targets(
         else:
             rows.append(TargetRow("优惠券", "1 次", f"约每 {_fmt_duration(targets.coupon_cadence_s)} 一次",
                                   None, "只有一次, 无间隔可比"))
+        # The longest stretch without a coupon, show start and end included: a budget spent in the
+        # first hour of a three-hour show looks fine in the mean interval, not here.
+        edges = [start_ts, *coupon_ts, end_ts]
+        a, b = max(zip(edges, edges[1:], strict=False), key=lambda ab: ab[1] - ab[0])
+        longest = (b - a) / 1000
+        rows.append(TargetRow(
+            "最长无券时段", _fmt_duration(longest), f"≤ {_fmt_duration(targets.coupon_cadence_s * 1.5)}",
+            longest <= targets.coupon_cadence_s * 1.5, f"{format_clock(a)}–{format_clock(b)}",
+        ))
     promo_ts = sorted(coupon_ts + [int(s["created_ts"]) for s in live
                                    if s.get("kind") != "coupon" and (s.get("data") or {}).get("promotional")])
     if promo_ts:
@@ -907,6 +916,9 @@ def _fmt_duration(seconds: float) -> str:
     seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} 秒"
+    if seconds >= 3600:
+        h, rest = divmod(seconds, 3600)
+        return f"{h} 小时 {rest // 60} 分"
     m, s = divmod(seconds, 60)
     return f"{m} 分 {s:02d} 秒" if s else f"{m} 分钟"
 
@@ -1048,6 +1060,6 @@ def build_session_report(
         questions=questions[:QUESTIONS_KEPT], question_groups_total=len(questions) + acc.groups_evicted,
         negative_moments=negative,
         segments=tuple(segments), data_quality=quality, suggestions=suggestions,
-        targets=build_targets(suggestions, duration_s, targets or Targets()),
+        targets=build_targets(suggestions, start_ts, end_ts, targets or Targets()),
         layers=build_layers(suggestions), bands=bands,
     )

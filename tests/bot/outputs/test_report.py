@@ -317,6 +317,8 @@ def test_suggestions_become_layers_segments_and_targets(stored: tuple[Store, str
     assert prompts.achieved == f"{6 / (DURATION_S / 60):.1f}" and prompts.ok is False
     assert targets["优惠券间隔 (平均)"].achieved == "2 分 50 秒" and targets["优惠券间隔 (平均)"].ok
     assert targets["优惠券间隔 (最短)"].ok  # 170 s ≥ 90 s cooldown
+    longest = targets["最长无券时段"]  # 0–30 s, 30–200 s, 200–239 s
+    assert (longest.achieved, longest.note, longest.ok) == ("2 分 50 秒", "20:00–20:03", True)
     assert targets["促销推送 / 分钟 (峰值)"].achieved == "1"
     page = render_report(r)
     assert "节奏: 实际 vs 目标" in page and "助手建议记录" in page and "切到「尺码答疑」" in page
