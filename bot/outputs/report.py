@@ -452,8 +452,8 @@ def _questions_section(r: SessionReport) -> str:
     h = r.headline
     groups = r.questions_by_topic(QUESTIONS_PER_TOPIC)
     if not groups:
-        return ('<section id="questions"><h2>观众在问什么</h2>'
-                '<p class="note">本场没有识别到提问。</p></section>')
+        why = "本场没有识别到提问。" if h.analyzed else "本场弹幕未经分析 (分析降级或未启用), 无法识别提问。"
+        return f'<section id="questions"><h2>观众在问什么</h2><p class="note">{why}</p></section>'
     cards = []
     for topic, n, qs in groups:
         top = qs[0].count

@@ -546,3 +546,22 @@ def _check_in_browser(sync_api: Any, tmp_path: Path, page_path: Path, report: Se
         finally:
             ctx.close()
     assert errors == []
+
+
+def test_live_session_without_replay_stats_or_analyses(tmp_path: Path) -> None:
+    """A session stored by `livebot run` whose comments were shed (not analysed) still reports."""
+    store = Store.open(tmp_path / "live.db")
+    sid = store.start_session("shop", T0, source="douyin")
+    events = [_ev(t, EventKind.CHAT, f"v{t % 3}", text=text) for t, text in
+              ((5, "这件连衣裙多少钱"), (20, "连衣裙好看"), (70, "[赞][赞]连衣裙"))]
+    store.write_batch(sid, events, [None] * len(events))
+    r = build_session_report(store, sid)
+    store.close()
+    assert (r.headline.comments, r.headline.analyzed, r.headline.confused) == (3, 0, 0)
+    assert r.data_quality.unanalyzed_comments == 3 and r.data_quality.path is None
+    assert [m.unanalyzed for m in r.minutes] == [2, 1]
+    # Keywords come from jieba on the spot when a comment was not analysed; emote codes dropped.
+    words = {w for s in r.segments for w, _ in s.keywords}
+    assert "连衣裙" in words and not any("赞" in w for w in words)
+    page = render_report(r)
+    assert "本场弹幕未经分析" in page and "未分析 3" in page and "<th>文件</th>" not in page
