@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from bot.outputs.screen import ScreenServer
     from bot.scheduler import LiveTicker
     from bot.sources.ingest import IngestRouter
+    from nlp.analyzer import Analyzer
+    from nlp.analyzer import Analysis
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def make_hasher(cfg: Config) -> ViewerHasher:
     return ViewerHasher(load_or_create_salt(cfg.data_dir))
 
 
-def make_analyzer(cfg: Config) -> object:
+def make_analyzer(cfg: Config) -> Analyzer:
     from nlp.analyzer import Analyzer
     from nlp.classifiers import make_classifier
 
@@ -60,7 +63,21 @@ def make_analyzer(cfg: Config) -> object:
     options: dict[str, object] = {}
     if c.name == "transformer":
         options = {"model": c.model or None, "allow_hub": c.allow_hub, "threads": c.threads}
-    return Analyzer(make_classifier(c.name, **options))
+    return Analyzer(make_classifier(c.name, **options), compliance=_compliance(cfg))
+
+
+def _compliance(cfg: Config) -> Any:
+    """The `[advisors.checks] compliance_lexicon` override, or None for the shipped lexicon."""
+    path = cfg.advisors.checks.compliance_lexicon
+    if not path:
+        return None
+    from nlp.compliance import ComplianceLexicon
+
+    try:
+        return ComplianceLexicon.load(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load compliance lexicon {path}: {e}",
+                          key="advisors.checks.compliance_lexicon") from None
 
 
 def make_fallback_analyzer(cfg: Config) -> object | None:
@@ -70,7 +87,7 @@ def make_fallback_analyzer(cfg: Config) -> object | None:
         return None
     from nlp.analyzer import Analyzer
 
-    return Analyzer(name)
+    return Analyzer(name, compliance=_compliance(cfg))
 
 
 def build_source(
@@ -242,7 +259,7 @@ class App:
         self.store: Store | None = Store.open(self.cfg.store_path) if self.cfg.store.enabled else None
         p = self.cfg.pipeline
         self.pipeline = Pipeline(
-            make_analyzer(self.cfg),  # type: ignore[arg-type]
+            make_analyzer(self.cfg),
             clock=self.clock, store=self.store, queue_size=p.queue_size, batch_size=p.batch_size,
             max_wait_ms=p.max_wait_ms, overflow=p.overflow,
             session_meta={"classifier": self.cfg.classifier.name},
@@ -274,6 +291,9 @@ class App:
                 clock=self.clock,
             )
         self._build_advisor_outputs()
+        self._reactions: list[Suggestion] = []
+        self._react_wake = asyncio.Event()
+        self.pipeline.hooks.append(self._on_analyzed)
         self.analytics = LiveAnalytics(r.name for r in self.cfg.rooms if r.watch_only)
         self.pipeline.before_apply.append(self.analytics.observe)
         self.pipeline.hooks.append(self.analytics.observe_analyzed)
@@ -351,6 +371,7 @@ class App:
             print(f"主播屏: {self.screen.url}  场控: {self.screen.control_url}{hint}",
                   file=self.out, flush=True)
         await self._start_advisors()
+        react_task = asyncio.create_task(self._react_loop(), name="advisor-reactions")
         pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         source_tasks = [
             asyncio.create_task(self._run_source(s), name=f"source-{s.status.name}") for s in self.sources
@@ -363,7 +384,7 @@ class App:
             else:
                 await self._stop.wait()
         finally:
-            await self._shutdown(source_tasks, pipeline_task, status_task)
+            await self._shutdown(source_tasks, pipeline_task, status_task, react_task)
 
     def _build_advisor_outputs(self) -> None:
         from bot.dispatcher import CallbackSink, Dispatcher, Sink, StoreSink
@@ -399,7 +420,31 @@ class App:
             items += engine.drain_changes()
         await self.dispatcher.dispatch(items)
 
+    def _on_analyzed(self, batch: Sequence[Event], analyses: Sequence[Analysis | None]) -> None:
+        """Pipeline hook: new questions reach the advisors that must answer within seconds (answer cards)
+        now, not at the next tick; `_react_loop` sends what they say."""
+        rooms = {ev.room for ev, an in zip(batch, analyses, strict=True) if an is not None and an.confusion}
+        if not rooms or not self.engines:
+            return
+        now = self.clock.now_ms()
+        for room in sorted(rooms):
+            engine = self.engines.get(room)
+            if engine is not None:
+                self._reactions += engine.on_data(self.pipeline.state(room), now)
+        if self._reactions:
+            self._react_wake.set()
+
+    async def _react_loop(self) -> None:
+        while True:
+            await self._react_wake.wait()
+            self._react_wake.clear()
+            items, self._reactions = self._reactions, []
+            await self.dispatcher.dispatch(items)
+
     async def _stop_advisors(self) -> None:
+        if self._reactions:
+            items, self._reactions = self._reactions, []
+            await self.dispatcher.dispatch(items)
         await self.ticker.stop()
         if self.engines:
             try:
@@ -422,7 +467,7 @@ class App:
 
     async def _shutdown(
         self, source_tasks: list[asyncio.Task[None]], pipeline_task: asyncio.Task[None],
-        status_task: asyncio.Task[None],
+        status_task: asyncio.Task[None], react_task: asyncio.Task[None],
     ) -> None:
         status_task.cancel()
         for s in self.sources:
@@ -441,6 +486,9 @@ class App:
             log.error("pipeline did not drain within 30 s; %d events still queued", self.pipeline.queue_depth)
             pipeline_task.cancel()
         self.pipeline.close()
+        react_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await react_task
         try:
             async with asyncio.timeout(10):
                 await self._stop_advisors()
@@ -534,7 +582,7 @@ async def replay_file(
     clock = EventTimeClock()
     p = cfg.pipeline
     pipeline = Pipeline(
-        make_analyzer(cfg),  # type: ignore[arg-type]
+        make_analyzer(cfg),
         clock=clock, store=store, queue_size=p.queue_size, batch_size=p.batch_size, max_wait_ms=p.max_wait_ms,
         overflow="block", session_meta={"classifier": cfg.classifier.name, "replay": str(path)},
     )
@@ -598,6 +646,7 @@ class _ReplayAdvisors:
         self.engines: dict[str, AdvisorEngine] = {}
         self.watch_only = frozenset(r.name for r in cfg.rooms if r.watch_only)
         self.suggestions: list[Suggestion] = []
+        self._index: dict[str, int] = {}
         self.ticker = VirtualTicker()
         self.ticker.add_job("advisors", cfg.advisors.tick_s, self._tick)
         self._last_ts: int | None = None
@@ -617,6 +666,12 @@ class _ReplayAdvisors:
             return
         if ev.room not in self.engines and ev.room not in self.watch_only:
             self._engine(ev.room)
+        if self._last_ts is not None:
+            # What live runs after each analysed batch (answer cards), here after each event: deterministic.
+            for room, engine in self.engines.items():
+                st = self.pipeline.states.get(room)
+                if st is not None:
+                    self._add(engine.on_data(st, self._last_ts))
         self.ticker.advance(ev.received_ts)
         if self._last_ts is None or ev.received_ts > self._last_ts:
             self._last_ts = ev.received_ts
@@ -626,10 +681,19 @@ class _ReplayAdvisors:
             st = self.pipeline.states.get(room)
             if st is None:
                 continue
-            for s in engine.tick(st, now):
-                self.suggestions.append(s)
-                if self.on_suggestion is not None:
-                    self.on_suggestion(s)
+            self._add(engine.tick(st, now))
+            for change in engine.drain_changes():
+                i = self._index.get(change.id)
+                if i is not None and "vote" in change.data:
+                    old = self.suggestions[i]  # a vote closed: its result joins what the replay stores
+                    self.suggestions[i] = dataclasses.replace(old, data={**old.data, "vote": change.data["vote"]})
+
+    def _add(self, new: list[Suggestion]) -> None:
+        for s in new:
+            self._index[s.id] = len(self.suggestions)
+            self.suggestions.append(s)
+            if self.on_suggestion is not None:
+                self.on_suggestion(s)
 
     def finish(self) -> None:
         """One last tick after the final event, so its second is judged too."""
@@ -662,7 +726,7 @@ def _stats_dict(stats: object) -> dict[str, object]:
     return out
 
 
-def _progress_bar(path: Path) -> object:
+def _progress_bar(path: Path) -> Any:
     from tqdm import tqdm
 
     try:
