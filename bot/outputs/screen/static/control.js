@@ -192,7 +192,7 @@
   $("prompts-resume").addEventListener("click", () => send("resume_prompts", {}, ""));
 
   conn = LB.connect({
-    snapshot: () => { renderRoom(); renderPending(); },
+    snapshot: () => { renderRoom(); renderPending(); LBAnalytics.renderControl(LB.roomSnapshot()); },
     suggestion: renderPending,
     status: (msg) => {
       if (msg.hello) { listKey = null; renderPending(); }

@@ -211,6 +211,7 @@
     renderQuestions(room);
     renderAdvisor(room);
     renderTimeline(room);
+    LBAnalytics.renderHost(room);
     renderSuggestion();
   }
 
