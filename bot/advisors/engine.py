@@ -444,12 +444,19 @@ def build_engine(
 
 def check_limits(settings: AdvisorsConfig) -> CheckLimits:
     """The run-sheet check thresholds and coupon defaults of a config (`[advisors.checks]`, `[advisors.coupons]`)."""
+    from bot.errors import ConfigError
     from nlp.compliance import ComplianceLexicon
 
     c = settings.checks
+    lexicon = None
+    if c.compliance_lexicon:
+        try:
+            lexicon = ComplianceLexicon.load(c.compliance_lexicon)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load compliance lexicon {c.compliance_lexicon}: {e}",
+                              key="advisors.checks.compliance_lexicon") from None
     return CheckLimits(
         max_discount=c.max_discount, max_concurrent_offers=c.max_concurrent_offers,
         coupon_cadence_s=settings.coupons.cadence_s, coupon_budget=settings.coupons.budget,
-        coupon_per_hour=settings.coupons.per_hour,
-        compliance=ComplianceLexicon.load(c.compliance_lexicon) if c.compliance_lexicon else None,
+        coupon_per_hour=settings.coupons.per_hour, compliance=lexicon,
     )
