@@ -445,10 +445,12 @@ def format_replay_summary(result: Any, store_path: Path | None) -> str:
 
 
 def cmd_scripts_check(args: argparse.Namespace) -> int:
+    """Errors fail the check (exit 2); warnings (offers, compliance, platforms) are printed and pass."""
+    from bot.advisors.engine import check_limits
     from bot.scripts import check_dir
 
-    bad = 0
-    results = check_dir(args.path)
+    bad = warned = 0
+    results = check_dir(args.path, limits=check_limits(_config(args).advisors))
     if not results:
         raise LivebotError(f"no run-sheets (*.yaml, *.yml) in {args.path}")
     for r in results:
@@ -458,8 +460,14 @@ def cmd_scripts_check(args: argparse.Namespace) -> int:
         elif r.sheet is not None:
             sheet = r.sheet
             prompts = sum(len(p.prompts) for p in sheet.prompt_pools)
+            note = f", {len(r.warnings)} 条警告" if r.warnings else ""
             print(f"通过 {r.path}: {sheet.show.name} ({sheet.show.category}, {len(sheet.segments)} 个段落, "
-                  f"{prompts} 条互动口令)")
+                  f"{prompts} 条互动口令{note})")
+            for w in r.warnings:
+                print(f"警告 {w}")
+            warned += len(r.warnings)
+    if warned:
+        print(f"{warned} 条警告 (不影响通过, 开播前请核对)", file=sys.stderr)
     if bad:
         print(f"{bad}/{len(results)} 个话术脚本有错误", file=sys.stderr)
         return 2
@@ -675,9 +683,12 @@ def build_parser() -> argparse.ArgumentParser:
     scripts = p.add_subparsers(dest="scripts_command", metavar="SUBCOMMAND")
     check = scripts.add_parser(
         "check", help="validate every run-sheet in DIR (or one FILE)",
-        description="validate run-sheets: one line per file; exit code 2 if any is invalid",
+        description="validate run-sheets: one line per file plus one per warning (offer depth and "
+                    "concurrency, coupon budget vs cadence, compliance terms, unknown platforms); "
+                    "exit code 2 if any is invalid, warnings alone pass",
     )
     check.add_argument("path", metavar="DIR|FILE")
+    check.add_argument("--config", help="TOML config file ([advisors.checks] thresholds, coupon defaults)")
     check.set_defaults(handler=cmd_scripts_check)
 
     p = add("alerts", _alerts_help, "chat robots for field-control alerts: test")
