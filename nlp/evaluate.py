@@ -1,6 +1,8 @@
 """Classifier metrics on labelled TSV files (``text<TAB>sentiment<TAB>confusion``, header line first).
 
-``sentiment`` is neg/neu/pos or ``-`` (unknown); ``confusion`` is 0/1 or ``-``; other columns are ignored.
+``sentiment`` is neg/neu/pos or ``-`` (unknown); ``confusion`` is 0/1 or ``-``; an optional ``intent``
+column (0/1 or ``-``) scores the buying-intent signal (已拍 / 扣1 / 上车 …, `Analysis.buying_intent`), as in
+``nlp/data/intent_eval.tsv``; other columns are ignored.
 A file whose gold sentiment is only neg and pos (the review corpora) is scored as a binary task: the
 prediction is the larger of P(neg) and P(pos). Texts go through the same `Analyzer` as live comments
 (normalisation and emotes included), so the numbers describe what the pipeline does.
@@ -30,6 +32,10 @@ RESULT_KEYS: tuple[str, ...] = (
     "confusion_precision",
     "confusion_recall",
     "confusion_f1",
+    "intent_n",
+    "intent_precision",
+    "intent_recall",
+    "intent_f1",
     "comments_per_s",
 )
 """The keys of every `evaluate` result, in table order."""
@@ -43,6 +49,7 @@ class LabelledText:
     text: str
     sentiment: str | None
     confusion: bool | None
+    intent: bool | None = None
 
 
 def read_tsv(path: str | Path) -> list[LabelledText]:
@@ -65,6 +72,7 @@ def read_tsv(path: str | Path) -> list[LabelledText]:
         i_text = header.index("text")
         i_sent = header.index("sentiment") if "sentiment" in header else None
         i_conf = header.index("confusion") if "confusion" in header else None
+        i_intent = header.index("intent") if "intent" in header else None
         for line, row in enumerate(reader, start=2):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
@@ -80,11 +88,15 @@ def read_tsv(path: str | Path) -> list[LabelledText]:
             confusion = cell(i_conf)
             if confusion not in ("0", "1", _UNKNOWN):
                 raise ProtocolError(f"{path}:{line}: confusion {confusion!r} is not 0/1/-", line=line)
+            intent = cell(i_intent)
+            if intent not in ("0", "1", _UNKNOWN):
+                raise ProtocolError(f"{path}:{line}: intent {intent!r} is not 0/1/-", line=line)
             rows.append(
                 LabelledText(
                     text=row[i_text],
                     sentiment=None if sentiment == _UNKNOWN else sentiment,
                     confusion=None if confusion == _UNKNOWN else confusion == "1",
+                    intent=None if intent == _UNKNOWN else intent == "1",
                 )
             )
     return rows
@@ -164,6 +176,16 @@ def evaluate(
         result["confusion_f1"] = f1
     else:
         result["confusion_n"] = 0
+
+    intents = [
+        (r.intent, a.buying_intent) for r, a in zip(rows, analyses, strict=True) if r.intent is not None
+    ]
+    result["intent_n"] = len(intents)
+    if intents:
+        precision, recall, f1 = _precision_recall_f1([g for g, _ in intents], [p for _, p in intents])
+        result["intent_precision"] = precision
+        result["intent_recall"] = recall
+        result["intent_f1"] = f1
     return result
 
 
@@ -184,7 +206,9 @@ def format_table(results: Sequence[dict[str, Any]], *, files: Sequence[str] | No
     """
     if files is None and results and all("file" in r for r in results):
         files = [str(r["file"]) for r in results]
-    keys = list(RESULT_KEYS)
+    # The intent columns only appear when some file has intent labels (most files have none).
+    has_intent = any(r.get("intent_n") for r in results)
+    keys = [k for k in RESULT_KEYS if has_intent or not k.startswith("intent_")]
     header = (["file"] if files is not None else []) + keys
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for i, result in enumerate(results):
