@@ -706,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    p = add("eval", cmd_eval, "measure a classifier on labelled TSV files (text, sentiment, confusion, intent)")
+    p = add("eval", cmd_eval,
+            "measure a classifier on labelled TSV files (text, sentiment, confusion, intent)")
     p.add_argument("files", nargs="+", metavar="FILE.tsv")
     p.add_argument("--classifier", action="append", choices=("rules", "snownlp", "transformer"),
                    help="classifier to evaluate (repeatable; default: the configured one)")
