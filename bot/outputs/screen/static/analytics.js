@@ -51,8 +51,9 @@ const LBAnalytics = (() => {
     if (!a) return;
     const need = a.need_match;
     const f = a.funnel || {};
+    const minute = a.minute || {};
     const key = JSON.stringify([need, f.viewers, f.active_rate, f.interaction_rate, f.follow_rate,
-                                a.intent_per_min, f.likes_per_viewer, f.long_share]);
+                                a.intent_per_min, f.likes_per_viewer, f.long_share, minute.interaction_rate]);
     show(strip, key, () => {
       let value = "—";
       let tone = "";
@@ -79,7 +80,8 @@ const LBAnalytics = (() => {
           step(pct(f.follow_rate), "关注"),
         ]),
         el("div", { id: "funnel-line", class: "an-line",
-                    text: `意向 ${num(a.intent_per_min)}/分 · 人均点赞 ${fixed(f.likes_per_viewer)} · 停留超 5 分钟 ${pct(f.long_share)}` }),
+                    text: `意向 ${num(a.intent_per_min)}/分 · 上一分钟互动率 ${pct(minute.interaction_rate)}`
+                      + ` · 人均点赞 ${fixed(f.likes_per_viewer)} · 停留超 5 分钟 ${pct(f.long_share)}` }),
       ];
     });
   }
