@@ -328,8 +328,8 @@ class Offer(_Model):
     """Price in the room (到手价) of a price offer."""
     threshold: float | None = Field(None, gt=0, le=10_000_000)
     """满 X of a 满X减Y offer."""
-    off: float | None = Field(None, gt=0, le=10_000_000)
-    """减 Y of a 满X减Y offer."""
+    amount_off: float | None = Field(None, gt=0, le=10_000_000)
+    """减 Y of a 满X减Y offer (not `off`: YAML reads that key as false)."""
     discount: float | None = Field(None, gt=0, lt=1)
     """Share taken off (0.2 = 8折)."""
     segments: tuple[str, ...] = ()
@@ -339,19 +339,19 @@ class Offer(_Model):
     def _one_form(self) -> Offer:
         forms = [
             self.list_price is not None or self.price is not None,
-            self.threshold is not None or self.off is not None,
+            self.threshold is not None or self.amount_off is not None,
             self.discount is not None,
         ]
         if sum(forms) != 1:
-            raise ValueError("an offer is one of: list_price + price, threshold + off, or discount")
+            raise ValueError("an offer is one of: list_price + price, threshold + amount_off, or discount")
         if forms[0] and (self.list_price is None or self.price is None):
             raise ValueError("a price offer needs both list_price and price")
-        if forms[1] and (self.threshold is None or self.off is None):
-            raise ValueError("a 满减 offer needs both threshold and off")
+        if forms[1] and (self.threshold is None or self.amount_off is None):
+            raise ValueError("a 满减 offer needs both threshold and amount_off")
         if self.price is not None and self.list_price is not None and self.price > self.list_price:
             raise ValueError(f"price {self.price:g} is above list_price {self.list_price:g}")
-        if self.off is not None and self.threshold is not None and self.off >= self.threshold:
-            raise ValueError(f"off {self.off:g} is not below threshold {self.threshold:g}")
+        if self.amount_off is not None and self.threshold is not None and self.amount_off >= self.threshold:
+            raise ValueError(f"amount_off {self.amount_off:g} is not below threshold {self.threshold:g}")
         return self
 
     @property
@@ -361,7 +361,7 @@ class Offer(_Model):
             return self.discount
         if self.price is not None and self.list_price is not None:
             return 1.0 - self.price / self.list_price
-        return (self.off or 0.0) / (self.threshold or 1.0)
+        return (self.amount_off or 0.0) / (self.threshold or 1.0)
 
 
 class AnswerCard(_Model):

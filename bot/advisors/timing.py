@@ -2,7 +2,8 @@
 
 - **Overrun**: a segment with `max_dwell_s` that has run longer gets one switch suggestion per stint, to the
   next segment in running order (product explanation cut from 5 to 2 minutes raised conversion in the seed
-  cases). It shares the script-switch memory, so it never doubles a pending trigger-based switch.
+  cases). It shares the script-switch memory, so it never doubles a pending trigger-based switch, and it
+  stands back while another segment's trigger fires (that switch is the way out).
 - **Opening**: still in the opening segment at its deadline (`opening.deadline_s`, default 3 minutes) →
   one alert (rule `opening_deadline`) naming the checklist items field control has not ticked off.
 - **Session length**: `session_warn_before_min` before the run-sheet's planned length and again at it →
@@ -69,6 +70,10 @@ class TimingAdvisor:
             return None
         if memory.switch.pending_id is not None:
             return None  # a switch is already on the screen; the overrun waits until it is decided
+        if memory.switch.firing_since:
+            # Viewers are asking for a particular segment: that switch (held back by dwell, snooze or
+            # resuggest) is the way out, not the next one in running order. The screen still shows the overrun.
+            return None
         target = self.next_segment(current)
         if target is None:
             mem.overrun_stint = memory.segment_since  # the last segment: the status shows the overrun
