@@ -45,8 +45,7 @@ if TYPE_CHECKING:
     from bot.outputs.screen import ScreenServer
     from bot.scheduler import LiveTicker
     from bot.sources.ingest import IngestRouter
-    from nlp.analyzer import Analyzer
-    from nlp.analyzer import Analysis
+    from nlp.analyzer import Analysis, Analyzer
 
 log = logging.getLogger(__name__)
 
@@ -686,7 +685,8 @@ class _ReplayAdvisors:
                 i = self._index.get(change.id)
                 if i is not None and "vote" in change.data:
                     old = self.suggestions[i]  # a vote closed: its result joins what the replay stores
-                    self.suggestions[i] = dataclasses.replace(old, data={**old.data, "vote": change.data["vote"]})
+                    vote = change.data["vote"]
+                    self.suggestions[i] = dataclasses.replace(old, data={**old.data, "vote": vote})
 
     def _add(self, new: list[Suggestion]) -> None:
         for s in new:

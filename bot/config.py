@@ -205,11 +205,11 @@ class AlertRulesConfig(_Section):
 
 class TimingConfig(_Section):
     opening_deadline_s: int = Field(180, ge=30, le=1800)
-    """The opening should be over after this many seconds (a run-sheet's `opening.deadline_s` overrides it)."""
+    """The opening should be over after this many seconds (a run-sheet's `opening.deadline_s` wins)."""
     session_warn_before_min: int = Field(10, ge=1, le=240)
     """Warn this many minutes before the run-sheet's planned length (`show.planned_minutes`)."""
     rhythm_after_min: int = Field(30, ge=5, le=240)
-    """Suggest a change of rhythm after this many minutes in the same segment (attention falls after ~30 min)."""
+    """Suggest a change of rhythm after this many minutes in one segment (attention falls after ~30 min)."""
     ttl_s: int = Field(120, ge=10, le=3600)
     """A pending timing nudge (overrun, opening, session length, rhythm) expires after this many seconds."""
 

@@ -150,7 +150,7 @@ class Segment(_Model):
     max_dwell_s: int | None = Field(None, ge=10, le=4 * 3600)
     """The host screen nudges to move on once the segment has run this long; None = no limit."""
     variants: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    """Platform → talking points that replace `talking_points` for viewers of that platform (douyin, taobao …)."""
+    """Platform → talking points replacing `talking_points` for that platform's viewers (douyin, taobao …)."""
     promotional: bool = False
     """A product/price announcement: switching here counts toward the promotional-push cap."""
     prompt_pools: tuple[str, ...] = ()
@@ -183,7 +183,8 @@ class Segment(_Model):
 
 _PLATFORM_KEY = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 KNOWN_PLATFORMS: tuple[str, ...] = (
-    "bilibili", "douyin", "kuaishou", "taobao", "tiktok", "channels", "xiaohongshu", "jd", "pinduoduo", "custom",
+    "bilibili", "douyin", "kuaishou", "taobao", "tiktok", "channels", "xiaohongshu", "jd", "pinduoduo",
+    "custom",
 )
 """Platform names sources put in `Event.platform` (generic JSON lets a pusher name others: a warning)."""
 
@@ -641,7 +642,7 @@ class CheckLimits:
     """Thresholds of the run-sheet checks (`[advisors.checks]`) and the coupon defaults a sheet inherits."""
 
     max_discount: float = 0.30
-    """Offers taking off more than this share are flagged (deep discounts lowered order value in the seed cases)."""
+    """Offers taking off more than this share are flagged (deep discounts lowered order value: seed cases)."""
     max_concurrent_offers: int = 3
     """More offers than this running in one segment are flagged (viewers stop following them)."""
     coupon_cadence_s: int = 300
@@ -694,7 +695,7 @@ def lint_run_sheet(
                                f"{lim.max_discount:.0%} (deep discounts lower the average order value)",
                  "discount_depth")
     if sheet.offers:
-        for i, seg in enumerate(sheet.segments):
+        for seg in sheet.segments:
             running = [o.name for o in sheet.offers if not o.segments or seg.name in o.segments]
             if len(running) > lim.max_concurrent_offers:
                 warn(("offers",), f"{len(running)} offers run at once in segment {seg.name!r} "

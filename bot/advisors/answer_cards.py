@@ -1,7 +1,7 @@
 """Answer cards: when questions about one topic pile up, offer the run-sheet's canned answer to field control.
 
-A card (run-sheet `answer_cards`: 尺码, 发货, 售后, 优惠券 …) is offered once `min_questions` questions about its
-topic came in within `window_s`; a direct question to the host (@主播) counts twice, because the viewer is
+A card (run-sheet `answer_cards`: 尺码, 发货, 售后, 优惠券 …) is offered once `min_questions` questions
+about its topic came in within `window_s`; a direct question to the host (@主播) counts twice, because the viewer is
 waiting for an answer. Field control copies it into the chat or has the host read it out.
 
 Speed matters more here than anywhere else: the card must be on the control view within 3 s of the question
@@ -31,7 +31,9 @@ class AnswerCardAdvisor:
         self.cfg = cfg
         self.review_below = review_below
 
-    def advise(self, state: RoomState, now: int, memory: AdvisorMemory, *, only_new: bool = False) -> list[Suggestion]:
+    def advise(
+        self, state: RoomState, now: int, memory: AdvisorMemory, *, only_new: bool = False
+    ) -> list[Suggestion]:
         """Offer the cards whose topic is rising; `only_new` skips the work when no question arrived."""
         if not self.plan.answer_cards:
             return []

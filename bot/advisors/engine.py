@@ -154,7 +154,8 @@ class AdvisorEngine:
             waited = now - s.created_ts
             kind = _KIND_ZH.get(str(s.kind), str(s.kind))
             esc = make(
-                room=self.room, kind=SuggestionKind.ALERT, now=now, ttl_s=0, expires_ts=max(s.expires_ts, now + 1000),
+                room=self.room, kind=SuggestionKind.ALERT, now=now, ttl_s=0,
+                expires_ts=max(s.expires_ts, now + 1000),
                 text=f"主播 {clock_text(waited)} 未处理「{kind}」建议: {s.text}",
                 reason=f"建议待处理已 {clock_text(waited)}; 原因: {s.reason}",
                 key=f"escalation:{s.id}", review_below=self.settings.review_below, confidence=s.confidence,
@@ -385,7 +386,7 @@ class AdvisorEngine:
         }
 
     def platforms(self, now: int) -> list[str]:
-        """Platforms present in the room: events within the last 10 minutes, or a connected source's platform."""
+        """Platforms present in the room: events within the last 10 minutes, or a source's platform."""
         st = self._state
         if st is None:
             return []
@@ -443,7 +444,7 @@ def build_engine(
 
 
 def check_limits(settings: AdvisorsConfig) -> CheckLimits:
-    """The run-sheet check thresholds and coupon defaults of a config (`[advisors.checks]`, `[advisors.coupons]`)."""
+    """Run-sheet check thresholds and coupon defaults of a config ([advisors.checks], [advisors.coupons])."""
     from bot.errors import ConfigError
     from nlp.compliance import ComplianceLexicon
 

@@ -72,7 +72,8 @@ class TimingAdvisor:
             return None  # a switch is already on the screen; the overrun waits until it is decided
         if memory.switch.firing_since:
             # Viewers are asking for a particular segment: that switch (held back by dwell, snooze or
-            # resuggest) is the way out, not the next one in running order. The screen still shows the overrun.
+            # resuggest) is the way out, not the next one in running order. The screen still shows the
+            # overrun.
             return None
         target = self.next_segment(current)
         if target is None:
@@ -111,8 +112,9 @@ class TimingAdvisor:
     def _alert(self, now: int, rule: str, key: str, severity: Severity, text: str, reason: str,
                data: dict[str, Any]) -> Suggestion:
         return make(
-            room=self.room, kind=SuggestionKind.ALERT, now=now, ttl_s=self.cfg.ttl_s, text=text, reason=reason,
-            key=key, review_below=self.review_below, severity=severity, rule=rule, data={"key": key, **data},
+            room=self.room, kind=SuggestionKind.ALERT, now=now, ttl_s=self.cfg.ttl_s, text=text,
+            reason=reason, key=key, review_below=self.review_below, severity=severity, rule=rule,
+            data={"key": key, **data},
         )
 
     def _opening(self, now: int, memory: AdvisorMemory, current: Segment) -> list[Suggestion]:
@@ -151,16 +153,16 @@ class TimingAdvisor:
             reason = (f"本场已播 {clock_text(elapsed)}, 计划 {self.plan.show.planned_minutes} 分钟 "
                       "(留存在 90 分钟左右最好, 拖长后观众流失)")
             return [self._alert(now, "session_length", "session_length:over", Severity.WARNING, text, reason,
-                                {"elapsed_s": round(elapsed / 1000), "planned_min": self.plan.show.planned_minutes,
-                                 "stage": "over"})]
+                                {"elapsed_s": round(elapsed / 1000),
+                                 "planned_min": self.plan.show.planned_minutes, "stage": "over"})]
         if elapsed >= max(0, warn_at) and "near" not in mem.session_warned and elapsed < planned:
             mem.session_warned.add("near")
             left = planned - elapsed
             text = f"距计划时长还有 {clock_text(left)}: 安排最后一轮福利和逼单, 准备「{last}」"
             reason = f"本场已播 {clock_text(elapsed)}, 计划 {self.plan.show.planned_minutes} 分钟"
             return [self._alert(now, "session_length", "session_length:near", Severity.INFO, text, reason,
-                                {"elapsed_s": round(elapsed / 1000), "planned_min": self.plan.show.planned_minutes,
-                                 "stage": "near"})]
+                                {"elapsed_s": round(elapsed / 1000),
+                                 "planned_min": self.plan.show.planned_minutes, "stage": "near"})]
         return []
 
     def _rhythm(self, now: int, memory: AdvisorMemory, current: Segment) -> list[Suggestion]:

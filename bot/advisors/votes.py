@@ -28,7 +28,8 @@ def register(memory: AdvisorMemory, s: Suggestion, default_window_s: int) -> Vot
         return None
     window = int(s.data.get("vote_window_s") or default_window_s)
     rec = VoteRecord(
-        id=s.id, ts=s.created_ts, ends_ts=s.created_ts + window * 1000, prompt=str(s.data.get("prompt", s.text)),
+        id=s.id, ts=s.created_ts, ends_ts=s.created_ts + window * 1000,
+        prompt=str(s.data.get("prompt", s.text)),
         options=tuple((str(o["label"]), tuple(o["keywords"])) for o in options),
     )
     memory.votes.append(rec)

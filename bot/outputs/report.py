@@ -558,6 +558,30 @@ def _segments_section(r: SessionReport) -> str:
     )
 
 
+def time_to_decide_s(s: Mapping[str, Any]) -> float | None:
+    """Seconds from a suggestion to its acceptance or dismissal (the store's state_ts); None if undecided."""
+    state_ts = s.get("state_ts") or (s.get("data") or {}).get("state_ts")
+    if s.get("state") not in ("accepted", "dismissed") or not state_ts:
+        return None
+    return max(0.0, (int(state_ts) - int(s["created_ts"])) / 1000)
+
+
+def _decided_cell(s: Mapping[str, Any]) -> str:
+    t = time_to_decide_s(s)
+    if t is None:
+        return '<td class="muted">—</td>'
+    cls = "num" if s.get("state") == "accepted" else "muted"
+    return f'<td class="{cls}">{t:.0f} 秒</td>'
+
+
+def _vote_text(s: Mapping[str, Any]) -> str:
+    vote = (s.get("data") or {}).get("vote")
+    if not isinstance(vote, Mapping):
+        return ""
+    parts = " · ".join(f"{o.get('label')} {o.get('count')}" for o in vote.get("options") or ())
+    return f"<br><span class=\"muted\">投票: {_e(parts)} (共 {_e(vote.get('total'))} 票)</span>"
+
+
 def _suggestions_section(r: SessionReport) -> str:
     if not r.suggestions:
         return ""
@@ -567,9 +591,20 @@ def _suggestions_section(r: SessionReport) -> str:
         rows.append(
             f"<tr><td>{format_datetime(int(s['created_ts']), seconds=True)[11:]}</td>"
             f'<td><span class="pill {_e(kind)}">{_e(KIND_LABELS.get(kind, kind))}</span></td>'
-            f"<td>{_e(s.get('text', ''))}</td><td class=\"muted\">{_e(s.get('reason', ''))}</td>"
-            f"<td>{_e(STATE_LABELS.get(str(s.get('state')), s.get('state', '')))}</td></tr>"
+            f"<td>{_e(s.get('text', ''))}{_vote_text(s)}</td>"
+            f"<td class=\"muted\">{_e(s.get('reason', ''))}</td>"
+            f"<td>{_e(STATE_LABELS.get(str(s.get('state')), s.get('state', '')))}</td>{_decided_cell(s)}</tr>"
         )
+    waits = sorted(
+        t for s in r.suggestions if s.get("state") == "accepted" and (t := time_to_decide_s(s)) is not None
+    )
+    accept_note = ""
+    if waits:
+        mid = len(waits) // 2
+        median = waits[mid] if len(waits) % 2 else (waits[mid - 1] + waits[mid]) / 2
+        accept_note = f" 采纳 {len(waits)} 条, 从建议到采纳中位 {median:.0f} 秒, 最长 {waits[-1]:.0f} 秒。"
+        if r.data_quality.path is not None:
+            accept_note += " (回放按“照做”计算, 建议一出即视为采纳; 处理用时在直播记录里才有意义)"
     counts: dict[str, int] = {}
     for s in r.suggestions:
         counts[str(s.get("kind"))] = counts.get(str(s.get("kind")), 0) + 1
@@ -578,8 +613,9 @@ def _suggestions_section(r: SessionReport) -> str:
     tail = f'<p class="muted">另有 {more} 条未列出 (时间线上全部可见)。</p>' if more > 0 else ""
     return (
         '<section id="suggestions"><h2>助手建议记录</h2>'
-        f'<p class="note">共 {len(r.suggestions)} 条: {_e(summary)}。</p>'
-        '<table><thead><tr><th>时间</th><th>类型</th><th>建议</th><th>理由</th><th>状态</th></tr></thead>'
+        f'<p class="note">共 {len(r.suggestions)} 条: {_e(summary)}。{_e(accept_note)}</p>'
+        '<table><thead><tr><th>时间</th><th>类型</th><th>建议</th><th>理由</th><th>状态</th>'
+        '<th title="从建议出现到采纳或忽略">处理用时</th></tr></thead>'
         f'<tbody>{"".join(rows)}</tbody></table>{tail}</section>'
     )
 
@@ -848,7 +884,9 @@ QUESTION_COLUMNS: tuple[str, ...] = (
     "话题", "代表问题", "次数", "高峰时间", "高峰分钟次数", "首次", "最后", "问法数", "常见数值",
     "原话1", "原话2", "原话3",
 )
-SUGGESTION_COLUMNS: tuple[str, ...] = ("时间", "类型", "建议", "理由", "状态", "段落", "话题", "置信度")
+SUGGESTION_COLUMNS: tuple[str, ...] = (
+    "时间", "类型", "建议", "理由", "状态", "段落", "话题", "置信度", "处理用时(秒)",
+)
 
 
 def _minute_row(m: MinuteRow) -> list[object]:
@@ -892,7 +930,8 @@ def write_csv(report: SessionReport, directory: str | Path) -> list[Path]:
             [format_datetime(int(s["created_ts"]), seconds=True),
              KIND_LABELS.get(str(s.get("kind")), s.get("kind")), s.get("text", ""), s.get("reason", ""),
              STATE_LABELS.get(str(s.get("state")), s.get("state")), s.get("segment") or "",
-             topic_label(str(s["topic"])) if s.get("topic") else "", s.get("confidence", "")]
+             topic_label(str(s["topic"])) if s.get("topic") else "", s.get("confidence", ""),
+             "" if (t := time_to_decide_s(s)) is None else round(t, 1)]
             for s in report.suggestions
         ))
     return paths

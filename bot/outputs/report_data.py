@@ -56,6 +56,7 @@ KIND_LABELS: dict[str, str] = {
     "coupon": "优惠券",
     "prompt": "互动口令",
     "alert": "提醒",
+    "answer_card": "答疑卡",
 }
 STATE_LABELS: dict[str, str] = {
     "pending": "待处理",
@@ -929,6 +930,7 @@ _LAYER_STYLE: dict[str, tuple[str, str, bool]] = {
     "coupon": ("#d97706", "star", True),
     "prompt": ("#0891b2", "circle", False),
     "alert": ("#dc2626", "triangle-up", False),
+    "answer_card": ("#059669", "square", False),
 }
 
 

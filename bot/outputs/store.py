@@ -349,15 +349,18 @@ class Store:
                 )
             else:
                 cur = self._conn.execute(
-                    "UPDATE suggestions SET state = ?, state_ts = ?, data = ? WHERE session_id = ? AND id = ?",
+                    "UPDATE suggestions SET state = ?, state_ts = ?, data = ?"
+                    " WHERE session_id = ? AND id = ?",
                     (state, ts, json.dumps(data, ensure_ascii=False, default=str), session_id, suggestion_id),
                 )
         return cur.rowcount > 0
 
     # -- marks (field-control decisions that are not suggestions) ---------------------------------
 
-    def save_mark(self, session_id: str, kind: str, key: str, ts: int, data: dict[str, Any] | None = None) -> None:
-        """Record one mark, e.g. kind "checklist", key "人设", data {"done": true}; the latest per key wins."""
+    def save_mark(
+        self, session_id: str, kind: str, key: str, ts: int, data: dict[str, Any] | None = None
+    ) -> None:
+        """Record one mark (kind "checklist", key "人设", data {"done": true}); the latest per key wins."""
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO marks VALUES (?,?,?,?,?)",

@@ -57,7 +57,9 @@ _ENGINE_CALLS: dict[ActionName, _EngineCall] = {
     ActionName.PAUSE_PROMPTS: lambda e, a, now: e.pause_prompts(now),
     ActionName.RESUME_PROMPTS: lambda e, a, now: e.resume_prompts(now),
     ActionName.SET_SEGMENT: lambda e, a, now: e.set_segment(str(a["segment"]), now),
-    ActionName.CHECK_ITEM: lambda e, a, now: e.check_item(str(a["item"]), now, done=bool(a.get("done", True))),
+    ActionName.CHECK_ITEM: lambda e, a, now: e.check_item(
+        str(a["item"]), now, done=bool(a.get("done", True))
+    ),
 }
 _ON_SUGGESTION = frozenset({ActionName.ACCEPT, ActionName.DISMISS, ActionName.SNOOZE})
 

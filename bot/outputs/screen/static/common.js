@@ -7,7 +7,7 @@ const LB = (() => {
     price: "价格", size_fit: "尺码", shipping: "发货", quality: "质量", link_howto: "链接",
     after_sales: "售后", coupon: "优惠券", stock: "库存", usage: "用法", host: "主播", other: "其他",
   };
-  const KIND_ZH = { script_switch: "切换话术", coupon: "发券", prompt: "互动口令", alert: "预警" };
+  const KIND_ZH = { script_switch: "切换话术", coupon: "发券", prompt: "互动口令", alert: "预警", answer_card: "答疑卡" };
   const SOURCE_ZH = {
     idle: "未启动", connecting: "连接中", connected: "正常", reconnecting: "重连中",
     stopped: "已停止", finished: "已播完", failed: "失败",
@@ -112,6 +112,7 @@ const LB = (() => {
 
   // Pending, unexpired, unsnoozed suggestions of the current room: most severe first, then newest.
   // The host view leaves out alerts below critical: those are for field control (and the chat robots).
+  // It leaves out answer cards too (runsheet.js shows them next to the questions).
   function activeSuggestions({ includeSnoozed, forHost } = {}) {
     const now = serverNow();
     const out = [];
@@ -126,6 +127,8 @@ const LB = (() => {
       seen.add(s.id);
       if ((s.state || "pending") !== "pending") continue;
       if (forHost && s.kind === "alert" && s.severity !== "critical") continue;
+      // Answer cards sit under their topic's questions on the host view, not in the big card.
+      if (forHost && s.kind === "answer_card") continue;
       if (s.expires_ts && s.expires_ts <= now) continue;
       const snoozedUntil = s.data && s.data.snoozed_until;
       if (!includeSnoozed && snoozedUntil && snoozedUntil > now) continue;

@@ -7,6 +7,7 @@
   const ACTION_ZH = {
     accept: "采纳", dismiss: "忽略", snooze: "稍后提醒", coupon_dropped: "已发券",
     pause_prompts: "暂停口令", resume_prompts: "恢复口令", set_segment: "切换段落",
+    check_item: "开场清单",
   };
   const SNOOZE_S = 120;
   const inflight = new Map();  // req → {action, id, label}
@@ -85,7 +86,11 @@
       el("div", { class: "preason", text: s.reason || "" }),
       el("div", { class: "pmeta", "data-role": "meta" }),
       el("div", { class: "buttons" }, [
-        el("button", { class: "accept", type: "button", disabled, text: "采纳",
+        // Answer cards: copy into the platform's chat (counts as used), or have the host read it out.
+        s.kind === "answer_card" ? el("button", { class: "accept copy", type: "button", disabled, text: "复制",
+                       onclick: () => LBRunsheet.copy(s, () => send("accept", { id: s.id }, label)) }) : null,
+        el("button", { class: "accept", type: "button", disabled,
+                       text: s.kind === "answer_card" ? "口播" : "采纳",
                        onclick: () => send("accept", { id: s.id }, label) }),
         el("button", { class: "dismiss", type: "button", disabled, text: "忽略",
                        onclick: () => send("dismiss", { id: s.id }, label) }),
@@ -192,7 +197,10 @@
   $("prompts-resume").addEventListener("click", () => send("resume_prompts", {}, ""));
 
   conn = LB.connect({
-    snapshot: () => { renderRoom(); renderPending(); LBAnalytics.renderControl(LB.roomSnapshot()); },
+    snapshot: () => {
+      renderRoom(); renderPending(); LBAnalytics.renderControl(LB.roomSnapshot());
+      LBRunsheet.renderControl(LB.roomSnapshot(), send);
+    },
     suggestion: renderPending,
     status: (msg) => {
       if (msg.hello) { listKey = null; renderPending(); }

@@ -170,14 +170,19 @@
   function renderTalkingPoints(s) {
     const room = LB.roomSnapshot();
     const adv = advisorOf(room);
-    const points = !s && adv && Array.isArray(adv.talking_points) ? adv.talking_points.slice(0, 4) : [];
-    const key = points.join("\n") + (adv ? adv.segment : "");
+    // A merged multi-platform room: each platform present gets its own variant (runsheet.js).
+    const groups = !s && adv ? LBRunsheet.pointGroups(adv) : [];
+    const points = groups.flatMap((g) => g.points);
+    const key = JSON.stringify(groups) + (adv ? adv.segment : "");
     const box = $("sugg-points");
     if (box.dataset.key === key) return;
     box.dataset.key = key;
     box.hidden = !points.length;
     $("sugg-points-title").textContent = adv && adv.segment ? `「${adv.segment}」话术要点` : "话术要点";
-    $("sugg-points-list").replaceChildren(...points.map((p) => el("li", { text: p })));
+    $("sugg-points-list").replaceChildren(...groups.flatMap((g) => [
+      g.label ? el("li", { class: "platform-head", text: g.label }) : null,
+      ...g.points.map((p) => el("li", { text: p })),
+    ]).filter(Boolean));
   }
 
   function tickSuggestion(s) {
@@ -212,6 +217,7 @@
     renderAdvisor(room);
     renderTimeline(room);
     LBAnalytics.renderHost(room);
+    LBRunsheet.renderHost(room);
     renderSuggestion();
   }
 
@@ -220,6 +226,6 @@
   LB.connect({
     snapshot: renderAll,
     suggestion: renderSuggestion,
-    tick: () => { renderSuggestion(); tickAdvisor(); },
+    tick: () => { renderSuggestion(); tickAdvisor(); LBRunsheet.tickHost(LB.roomSnapshot()); },
   });
 })();
