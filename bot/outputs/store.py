@@ -105,6 +105,10 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, kind, key)
     );
     """,
+    # 3: iter_events pages a session by id; without this each page scanned and sorted the session.
+    """
+    CREATE INDEX events_session_id ON events(session_id, id);
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
