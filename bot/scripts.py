@@ -574,6 +574,8 @@ def _parse(text: str, file: str) -> tuple[RunSheet, yaml.Node]:
                 msg += f" (got {e['input']!r})"
             elif e["type"] == "string_type" and isinstance(e.get("input"), dict):
                 msg += " (a ': ' inside a text makes YAML read a mapping: quote the text or use ：)"
+            if isinstance(e.get("input"), bool) and e["type"] in ("string_type", "invalid_key"):
+                msg += "; YAML reads on/off/yes/no as true/false: quote such a key or value"
         if len(errors) > 1:
             msg += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         raise ScriptError(msg, file=file, line=_line_of(node, loc), field=_dotted(loc)) from None
