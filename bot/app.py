@@ -669,7 +669,7 @@ class _ReplayAdvisors:
             # What live runs after each analysed batch (answer cards), here after each event: deterministic.
             for room, engine in self.engines.items():
                 st = self.pipeline.states.get(room)
-                if st is not None:
+                if st is not None and engine.started:  # the show starts at a tick, as it always did
                     self._add(engine.on_data(st, self._last_ts))
         self.ticker.advance(ev.received_ts)
         if self._last_ts is None or ev.received_ts > self._last_ts:

@@ -118,6 +118,11 @@ class AdvisorEngine:
         state.segment = mem.segment
         return out
 
+    @property
+    def started(self) -> bool:
+        """The show has started (first tick, action or data)."""
+        return self.memory.started_ts is not None
+
     def on_data(self, state: RoomState, now_ms: int | None = None) -> list[Suggestion]:
         """New analysed comments arrived: run the advisors that must answer within seconds (answer cards).
 
@@ -126,7 +131,8 @@ class AdvisorEngine:
         now = self._now(now_ms)
         self._state = state
         if self.memory.started_ts is None:
-            return []  # the first tick sets the show up
+            self._start(now)  # questions before the first tick (e.g. a long tick interval) still count
+            state.segment = self.memory.segment
         return self._record(state, self.cards.advise(state, now, self.memory, only_new=True), now)
 
     def _record(self, state: RoomState, out: list[Suggestion], now: int) -> list[Suggestion]:
