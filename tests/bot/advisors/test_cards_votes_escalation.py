@@ -89,7 +89,8 @@ def test_answer_card_is_offered_within_3_s_of_the_question_that_tips_the_count()
     assert card.data["latency_ms"] == 0 and card.data["latest_question_ts"] == START_MS + 1_300
     assert card.topic == "size_fit" and card.data["title"] == "尺码怎么选"
     assert card.text == "答疑卡「尺码怎么选」: 100–110斤S, 110–125斤M, 125–140斤L"
-    assert card.reason == "近30秒 3 条弹幕在问尺码, 阈值 3" and card.examples[0] == "有没有xl码"  # the analysed (normalised) text
+    assert card.reason == "近30秒 3 条弹幕在问尺码, 阈值 3"
+    assert card.examples[0] == "有没有xl码"  # the analysed (normalised) text
     assert card.id in {s.id for s in live.engine.pending}
     # One card per topic while it waits; more questions don't duplicate it.
     assert live.say("170cm穿什么码", START_MS + 1_600) == []
@@ -131,7 +132,8 @@ def test_vote_prompt_counts_live_and_stores_the_result(tmp_path: Path) -> None:
     room.run(20, cycle(CHATTER, 0.5))
     prompt = next(s for s in room.suggestions if s.kind is SuggestionKind.PROMPT)
     sink.write_now(session, prompt)
-    assert prompt.data["options"][1] == {"label": "驼色", "keywords": ["2"]} and prompt.data["vote_window_s"] == 40
+    assert prompt.data["options"][1] == {"label": "驼色", "keywords": ["2"]}
+    assert prompt.data["vote_window_s"] == 40
     start = prompt.created_ts
     votes = ["1", "2", "2", "扣2", "22", "3", "111", "好看", "2"]  # 扣2 is not a bare 2: not counted
     for i, text in enumerate(votes):
@@ -194,7 +196,8 @@ def test_escalation_can_be_turned_off_and_skips_other_kinds() -> None:
     assert room.of(SuggestionKind.SCRIPT_SWITCH)
     assert [s for s in room.of(ALERT) if s.rule == "escalation"] == []
     # Prompts don't escalate by default (they come often and expire in 15 s).
-    assert all(s.data.get("original_kind") != "prompt" for s in Room(follow=False).run(60, cycle(CHATTER, 1.0)))
+    quiet = Room(follow=False).run(60, cycle(CHATTER, 1.0))
+    assert all(s.data.get("original_kind") != "prompt" for s in quiet)
 
 
 def test_viewers_quoting_absolute_terms_raise_the_compliance_alert() -> None:

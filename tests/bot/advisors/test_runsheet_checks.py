@@ -77,7 +77,8 @@ answer_cards:
 def test_new_fields_parse() -> None:
     sheet, warnings = check_run_sheet(SHOW, file="show.yaml")
     assert warnings == []
-    assert sheet.opening.deadline_s == 120 and [c.name for c in sheet.opening.checklist] == ["人设", "场景", "核心卖点"]
+    assert sheet.opening.deadline_s == 120
+    assert [c.name for c in sheet.opening.checklist] == ["人设", "场景", "核心卖点"]
     assert sheet.opening.checklist[0].hint == "主播身高体重" and sheet.opening_segment.name == "开场"
     price = sheet.segment("价格")
     assert price is not None and price.max_dwell_s == 180
@@ -96,9 +97,11 @@ def test_new_fields_parse() -> None:
     [
         ("    max_dwell_s: 120\n", "    max_dwell_s: 20\n", 16, "segments[0].max_dwell_s",
          "max_dwell_s 20 is below min_dwell_s 30"),
-        ("      douyin: [点小黄车 1 号链接]\n", "      Douyin!: [点小黄车 1 号链接]\n", 19, "segments[1].variants",
+        ("      douyin: [点小黄车 1 号链接]\n", "      Douyin!: [点小黄车 1 号链接]\n", 19,
+         "segments[1].variants",
          "platform 'Douyin!' must be a lowercase source name"),
-        ("          - 扣2 驼色\n", "", 28, "prompt_pools[0].prompts[0].options", "a vote needs at least two options"),
+        ("          - 扣2 驼色\n", "", 28, "prompt_pools[0].prompts[0].options",
+         "a vote needs at least two options"),
         ("          - 扣2 驼色\n", "          - {label: 驼色, match: ['1']}\n", 30,
          "prompt_pools[0].prompts[0].options[1]", "'1' would count for both '燕麦色' and '驼色'"),
         ("          - 扣2 驼色\n", "          - 驼色\n", 30, "prompt_pools[0].prompts[0].options[1]",
@@ -107,11 +110,14 @@ def test_new_fields_parse() -> None:
         ("    price: 699\n", "    price: 1699\n", 37, "offers[0]", "price 1699 is above list_price 990"),
         ("    amount_off: 30\n", "", 41, "offers[1]", "a 满减 offer needs both threshold and amount_off"),
         ("    amount_off: 30\n", "    off: 30\n", 41, "offers[1]", "YAML reads on/off/yes/no as true/false"),
-        ("    segments: [价格]\n", "    segments: [价钱]\n", 40, "offers[0].segments[0]", "no segment named '价钱'"),
+        ("    segments: [价格]\n", "    segments: [价钱]\n", 40, "offers[0].segments[0]",
+         "no segment named '价钱'"),
         ("  - topic: size_fit\n", "  - topic: sizes\n", 45, "answer_cards[0].topic", "unknown topic 'sizes'"),
     ],
 )
-def test_bad_new_fields_name_file_line_and_field(old: str, new: str, line: int, field: str, message: str) -> None:
+def test_bad_new_fields_name_file_line_and_field(
+    old: str, new: str, line: int, field: str, message: str
+) -> None:
     assert old in SHOW
     with pytest.raises(ScriptError) as err:
         parse_run_sheet(SHOW.replace(old, new, 1), file="show.yaml")
@@ -179,7 +185,8 @@ def test_unknown_platform_variant_warns() -> None:
 def test_compliance_lexicon_rules() -> None:
     lex = default_compliance()
     assert [h.term for h in lex.find("驼色最显白, 最后 50 件")] == ["最显白"]  # 最后 is ordinary
-    assert [(h.term, h.group) for h in lex.find("这是处方药")] == [("处方药", "prescription_drug")]  # longest wins
+    # The longest match wins across groups.
+    assert [(h.term, h.group) for h in lex.find("这是处方药")] == [("处方药", "prescription_drug")]
     assert lex.find("第一次来, 第一件半价") == []
     # Comments: the plain words only; a viewer asking 哪个最显白 is not quoting a claim.
     assert lex.comment_terms("主播说全网最低") == ("全网最低",)
@@ -187,7 +194,8 @@ def test_compliance_lexicon_rules() -> None:
     custom = ComplianceLexicon.from_mapping(
         {"groups": {"brand": {"label": "竞品", "words": ["某宝"], "comments": False}}, "ignore": []}
     )
-    assert [h.label for h in custom.find("比某宝便宜")] == ["竞品"] and custom.comment_terms("比某宝便宜") == ()
+    assert [h.label for h in custom.find("比某宝便宜")] == ["竞品"]
+    assert custom.comment_terms("比某宝便宜") == ()
     with pytest.raises(ValueError, match="groups.brand: unknown key"):
         ComplianceLexicon.from_mapping({"groups": {"brand": {"word": ["x"]}}})
 
@@ -241,7 +249,9 @@ def test_loading_logs_warnings_and_a_bad_lexicon_is_a_config_error(
     ]
     lexicon = tmp_path / "lexicon.yaml"
     lexicon.write_text("groups:\n  mine:\n    label: 自定义\n    words: [欢迎]\n", encoding="utf-8")
-    settings = AdvisorsConfig.model_validate({"script": str(path), "checks": {"compliance_lexicon": str(lexicon)}})
+    settings = AdvisorsConfig.model_validate(
+        {"script": str(path), "checks": {"compliance_lexicon": str(lexicon)}}
+    )
     _, warnings = check_run_sheet(SHOW, limits=check_limits(settings))
     assert [w.term for w in warnings] == ["欢迎"]
     broken = AdvisorsConfig.model_validate({"checks": {"compliance_lexicon": str(tmp_path / "nope.yaml")}})

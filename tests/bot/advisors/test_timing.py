@@ -93,7 +93,7 @@ def test_opening_deadline_names_the_items_not_ticked_off() -> None:
     r = room()
     r.run(20, cycle(CHATTER, 1.0))
     r.engine.check_item("人设", r.now)
-    with pytest.raises(ValueError, match="no checklist item '价格'; the run-sheet lists: 人设, 场景, 核心卖点"):
+    with pytest.raises(ValueError, match="no checklist item '价格'; the run-sheet lists: 人设, 场景, 核心"):
         r.engine.check_item("价格", r.now)
     opening = r.engine.status(r.now)["timing"]["opening"]
     assert opening["done"] == 1 and opening["total"] == 3 and opening["active"] is True
