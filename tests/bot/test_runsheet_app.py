@@ -17,10 +17,11 @@ from bot.advisors.base import Severity, Suggestion, SuggestionKind, make_suggest
 from bot.app import App
 from bot.clock import ManualClock
 from bot.config import parse_config
+from bot.errors import ProtocolError
 from bot.events import Event, EventKind
 from bot.outputs.alerts import AlertSink
 from bot.outputs.screen import RoomActions
-from bot.outputs.screen.protocol import parse_message
+from bot.outputs.screen.protocol import ActionName, parse_message
 from tests.fakes.robots import FakeRobot, wait_for
 
 ROOM = "demo"
@@ -176,3 +177,17 @@ async def test_checklist_tick_reaches_the_engine_and_the_store(harness: Harness)
     assert store is not None
     marks = store.marks(h.app.pipeline.sessions[ROOM], "checklist")
     assert marks == [{"kind": "checklist", "key": "人设", "ts": h.clock.now_ms(), "data": {"done": True}}]
+
+
+def test_check_item_messages_are_parsed_strictly() -> None:
+    a = parse_message('{"type": "action", "action": "check_item", "item": "场景", "done": false, "req": "r"}')
+    assert (a.action, a.item, a.done, a.req) == (ActionName.CHECK_ITEM, "场景", False, "r")
+    assert a.as_dict() == {"type": "action", "action": "check_item", "room": None, "id": None, "item": "场景",
+                           "done": False}
+    with pytest.raises(ProtocolError, match="check_item needs an item") as err:
+        parse_message('{"type": "action", "action": "check_item"}')
+    assert err.value.key == "item"
+    with pytest.raises(ProtocolError, match="done must be true or false"):
+        parse_message('{"type": "action", "action": "check_item", "item": "人设", "done": "yes"}')
+    with pytest.raises(ProtocolError, match="accept takes no item"):
+        parse_message('{"type": "action", "action": "accept", "id": "ab12", "item": "人设"}')

@@ -77,8 +77,8 @@ class Show:
     def __init__(self, tmp_path: Path) -> None:
         self.clock = ManualClock(T0)
         self.state = RoomState(ROOM)
-        self.engine = AdvisorEngine(ROOM, SHEET, settings(prompts={"min_chat_lines": 0, "idle_after_s": 3600}),
-                                    self.clock)
+        cfg = settings(prompts={"min_chat_lines": 0, "idle_after_s": 3600})
+        self.engine = AdvisorEngine(ROOM, SHEET, cfg, self.clock)
         self.engine.bind(self.state)
         self.store = Store.open(tmp_path / "livebot.db")
         self.session = self.store.start_session(ROOM, T0, source="test")
