@@ -124,6 +124,7 @@ async def test_pending_suggestion_escalates_to_the_chat_robot(harness: Harness) 
                if s.rule == "escalation" and s.data["original_id"] == coupon.id)
     await wait_for(lambda: any(esc.id[:6] in m for m in h.messages()))
     text = next(m for m in h.messages() if esc.id[:6] in m)
+    assert "建议未处理" in text  # the rule's title in the chat
     assert "未处理「发券」建议" in text and coupon.text in text
     assert coupon.reason.split(",")[0] in text  # the original's reason travels with it
 

@@ -53,6 +53,12 @@ RULE_TITLES: dict[str, str] = {
     "script_switch": "话术切换",
     "coupon": "发券建议",
     "prompt": "互动口令",
+    "answer_card": "答疑卡",
+    "escalation": "建议未处理",
+    "compliance": "合规风险",
+    "opening_deadline": "开场超时",
+    "session_length": "场次时长",
+    "rhythm": "节奏提醒",
     "test": "测试消息",
 }
 
