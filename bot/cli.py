@@ -375,7 +375,10 @@ def _write_suggestions(path: Path, suggestions: Sequence[Any]) -> None:
         raise LivebotError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-_KIND_ZH = {"script_switch": "切换话术", "coupon": "发券", "prompt": "互动口令", "alert": "告警"}
+_KIND_ZH = {
+    "script_switch": "切换话术", "coupon": "发券", "prompt": "互动口令", "alert": "告警",
+    "answer_card": "答疑卡",
+}
 
 
 def format_advisor_summary(result: Any) -> list[str]:
