@@ -438,7 +438,11 @@ class App:
             await self._react_wake.wait()
             self._react_wake.clear()
             items, self._reactions = self._reactions, []
-            await self.dispatcher.dispatch(items)
+            try:
+                await self.dispatcher.dispatch(items)
+            except Exception:
+                # Sinks are guarded by the dispatcher; this is a bug, but later cards must still go out.
+                log.exception("dispatching %d suggestion(s) made on new data failed", len(items))
 
     async def _stop_advisors(self) -> None:
         if self._reactions:
