@@ -1,8 +1,8 @@
 """Answer cards: when questions about one topic pile up, offer the run-sheet's canned answer to field control.
 
 A card (run-sheet `answer_cards`: 尺码, 发货, 售后, 优惠券 …) is offered once `min_questions` questions
-about its topic came in within `window_s`; a direct question to the host (@主播) counts twice, because the viewer is
-waiting for an answer. Field control copies it into the chat or has the host read it out.
+about its topic came in within `window_s`; a direct question to the host (@主播) counts twice, because the
+viewer is waiting for an answer. Field control copies it into the chat or has the host read it out.
 
 Speed matters more here than anywhere else: the card must be on the control view within 3 s of the question
 that tipped the count. The engine therefore runs this advisor on new data (`AdvisorEngine.on_data`, called
