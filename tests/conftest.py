@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.paths import shared_dir
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, DEFAULT_VIEWPORT
 
 _real_connect = socket.socket.connect
 
@@ -31,3 +34,19 @@ def shared() -> Path:
     if d is None:
         pytest.skip("../shared is not beside the repository")
     return d
+
+
+@pytest.fixture
+async def browser(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A fresh headless Chromium context (new profile dir); a module may set BROWSER_VIEWPORT."""
+    playwright = pytest.importorskip("playwright.async_api")
+    viewport = getattr(request.module, "BROWSER_VIEWPORT", DEFAULT_VIEWPORT)
+    async with playwright.async_playwright() as p:
+        ctx = await p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+            viewport=viewport, locale="zh-CN",
+        )
+        try:
+            yield ctx
+        finally:
+            await ctx.close()

@@ -4,8 +4,6 @@ of an accepted suggestion and the benchmark room."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +18,18 @@ from bot.outputs.store import Store
 from bot.state import RoomState
 from tests.bot.test_analytics import COUPON, A, T, outcome_stream
 from tests.bot.test_analytics_trend import three_shows
+from tests.browser import needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+
+BROWSER_VIEWPORT = {"width": 1600, "height": 1000}
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's /usr/bin/chromium"),
+    needs_chromium,
 ]
 
 
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    playwright = pytest.importorskip("playwright.async_api")
-    async with playwright.async_playwright() as p:
-        ctx = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS,
-            viewport={"width": 1600, "height": 1000}, locale="zh-CN",
-        )
-        try:
-            yield ctx
-        finally:
-            await ctx.close()
 
 
 def _errors(page: Any) -> list[str]:

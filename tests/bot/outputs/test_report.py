@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -33,15 +32,11 @@ from bot.outputs.report_data import (
     plan_segments,
 )
 from bot.outputs.store import Store
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 
 T0 = 1_767_268_800_000  # 2026-01-01 20:00:00 CST
 WEEK_MS = 7 * 24 * 3600 * 1000
 DOCS = Path(__file__).resolve().parents[3] / "docs"
-CHROMIUM = "/usr/bin/chromium"
-BROWSER_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 # (second, viewer, text). Minute 0: 12 comments, 4 price questions (多少钱 / 多少米 / 价格多少 /
 # 这个多少钱啊, one group). Minute 1: 10 comments, 3 size questions (160斤 ×2, 170斤 ×1, one group) and
@@ -491,7 +486,7 @@ def test_write_reports_streams_a_generated_session(tmp_path: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's /usr/bin/chromium")
+@needs_chromium
 def test_report_renders_in_chromium_and_saves_screenshot(tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     from bot.sources.simulator import Simulator
@@ -514,7 +509,7 @@ def _check_in_browser(sync_api: Any, tmp_path: Path, page_path: Path, report: Se
     errors: list[str] = []
     with sync_api.sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=BROWSER_ARGS,
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900}, locale="zh-CN", device_scale_factor=1,
         )
         try:

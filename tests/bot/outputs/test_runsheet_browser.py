@@ -10,7 +10,6 @@ every snapshot (2 Hz of clock time) is pushed by an `advance`, never by sleeping
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,12 @@ from bot.outputs.store import Store
 from bot.scripts import parse_run_sheet
 from bot.state import RoomState
 from tests.bot.advisors.scenario import analyse, settings
-from tests.bot.outputs.test_screen_browser import ARGS, CHROMIUM, DOCS
+from tests.bot.outputs.test_screen_browser import DOCS
+from tests.browser import needs_chromium
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's /usr/bin/chromium"),
+    needs_chromium,
 ]
 
 ROOM = "demo"
@@ -124,18 +124,6 @@ async def show(tmp_path: Path) -> AsyncIterator[Show]:
         s.store.close()
 
 
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    playwright = pytest.importorskip("playwright.async_api")
-    async with playwright.async_playwright() as p:
-        ctx = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS,
-            viewport={"width": 1920, "height": 1080}, locale="zh-CN",
-        )
-        try:
-            yield ctx
-        finally:
-            await ctx.close()
 
 
 def _has_text(selector: str, text: str) -> str:

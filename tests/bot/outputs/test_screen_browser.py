@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,14 @@ import pytest
 
 from bot.app import App
 from bot.config import parse_config
+from tests.browser import needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[3] / "docs"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's /usr/bin/chromium"),
+    needs_chromium,
 ]
 
 
@@ -53,18 +48,6 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
         await task
 
 
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    playwright = pytest.importorskip("playwright.async_api")
-    async with playwright.async_playwright() as p:
-        ctx = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS,
-            viewport={"width": 1920, "height": 1080}, locale="zh-CN",
-        )
-        try:
-            yield ctx
-        finally:
-            await ctx.close()
 
 
 # Function expressions, not bare expressions: the page's CSP forbids string eval (no 'unsafe-eval').
