@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.analytics import LiveAnalytics, session_meta
+from bot.bus import Bus, BusRole, make_bus
 from bot.clock import Clock, EventTimeClock, SystemClock
 from bot.config import (
     BilibiliSourceConfig,
@@ -247,6 +248,10 @@ class App:
     cfg: Config
     clock: Clock = field(default_factory=SystemClock)
     out: TextIO = sys.stderr
+    bus_url: str | None = None
+    """None = the in-process queue; redis://HOST:PORT[/DB] = Redis Streams (bot.bus)."""
+    bus_role: str = "all"
+    """On a shared bus: all (sources and analysis), sources (publish only) or worker (analyse only)."""
 
     def __post_init__(self) -> None:
         # Run-sheets first: a bad one is a clear error before anything is opened.
@@ -296,6 +301,12 @@ class App:
         self.analytics = LiveAnalytics(r.name for r in self.cfg.rooms if r.watch_only)
         self.pipeline.before_apply.append(self.analytics.observe)
         self.pipeline.hooks.append(self.analytics.observe_analyzed)
+        self.bus: Bus = make_bus(self.bus_url, self.pipeline, role=self.bus_role, store=self.store)
+        if self.bus.role is BusRole.WORKER:
+            # A worker analyses the rooms it owns on the bus; the configured sources run elsewhere.
+            self.sources = []
+            for st in self.states.values():
+                st.sources.clear()
         self._stop = asyncio.Event()
 
     def _build_sources(self) -> list[tuple[str, Source]]:
@@ -372,6 +383,7 @@ class App:
         await self._start_advisors()
         react_task = asyncio.create_task(self._react_loop(), name="advisor-reactions")
         pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
+        await self.bus.start()
         source_tasks = [
             asyncio.create_task(self._run_source(s), name=f"source-{s.status.name}") for s in self.sources
         ]
@@ -458,7 +470,7 @@ class App:
 
     async def _run_source(self, src: Source) -> None:
         try:
-            await src.run(self.pipeline.submit)
+            await src.run(self.bus.publish)
         except asyncio.CancelledError:
             raise
         except SourceError as e:
@@ -481,6 +493,11 @@ class App:
         except TimeoutError:
             for t in source_tasks:
                 t.cancel()
+        try:
+            async with asyncio.timeout(15):
+                await self.bus.stop_intake()
+        except TimeoutError:
+            log.error("bus did not flush within 15 s; unsent or unread events stay queued in it")
         await self.pipeline.stop()
         try:
             async with asyncio.timeout(30):
@@ -489,6 +506,11 @@ class App:
             log.error("pipeline did not drain within 30 s; %d events still queued", self.pipeline.queue_depth)
             pipeline_task.cancel()
         self.pipeline.close()
+        try:
+            async with asyncio.timeout(10):
+                await self.bus.close()  # acknowledges what the pipeline stored
+        except TimeoutError:
+            log.error("bus did not close within 10 s; its rooms pass to another worker when the leases end")
         react_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await react_task

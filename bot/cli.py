@@ -97,20 +97,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
 
+    resumed = resume_sessions(cfg, args.session or [], latest=args.resume)
+
     async def main() -> None:
-        app = App(cfg)
+        app = App(cfg, bus_url=args.bus, bus_role=args.role)
+        app.pipeline.session_ids.update(resumed)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, app.request_stop)
         rooms = ", ".join(f"{r.name} ({'+'.join(s.kind for s in r.sources)})" for r in cfg.rooms)
         print(f"livebot {__version__} 已启动 · 直播间: {rooms} · 数据: {cfg.store_path} · Ctrl+C 退出", file=sys.stderr)
+        for room, sid in sorted(resumed.items()):
+            print(f"  [{room}] 继续会话 {sid}", file=sys.stderr)
         await app.run(duration_s=args.duration)
         stats = app.pipeline.stats
         print(
             f"已停止: 收到 {stats.received} 条事件, 分析 {stats.analyzed}, 存储 {stats.stored}, "
-            f"重复丢弃 {stats.duplicates}, 降级未分析 {stats.shed}",
+            f"重复丢弃 {stats.duplicates}, 降级未分析 {stats.shed + stats.sampled_out}"
+            + (f", 快速分类 {stats.fallback}" if stats.fallback else ""),
             file=sys.stderr,
         )
+        for room, sid in sorted(app.pipeline.sessions.items()):
+            print(f"  [{room}] 会话 {sid}", file=sys.stderr)
         if app.ingest is not None and app.ingest.unmatched:
             keys = ", ".join(f"{k} ×{n}" for k, n in app.ingest.unmatched.most_common(5))
             print(f"  推送接入中没有直播间认领的事件: {keys}", file=sys.stderr)
@@ -118,6 +126,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def resume_sessions(cfg: Config, ids: Sequence[str], *, latest: bool = False) -> dict[str, str]:
+    """Room → stored session to continue: each `--session ID` (its room is the id's `-<room>` suffix, or
+    the only room) and, with `--resume`, every other room's latest session in the store."""
+    rooms = [r.name for r in cfg.rooms]
+    chosen: dict[str, str] = {}
+    for sid in ids:
+        matches = [r for r in rooms if sid.endswith(f"-{r}")] or (rooms if len(rooms) == 1 else [])
+        if not matches:
+            raise LivebotError(f"--session {sid!r} names no configured room (session ids end in -<room>; "
+                               f"rooms: {', '.join(rooms)})")
+        room = max(matches, key=len)
+        if room in chosen:
+            raise LivebotError(f"two --session ids for room {room}: {chosen[room]} and {sid}")
+        chosen[room] = sid
+    if latest:
+        if not cfg.store.enabled:
+            raise LivebotError("--resume continues stored sessions: it needs [store] enabled = true")
+        if cfg.store_path.is_file():
+            from bot.outputs.store import Store
+
+            with Store.open(cfg.store_path) as store:
+                for room in rooms:
+                    stored = store.sessions(room)
+                    if stored and room not in chosen:
+                        chosen[room] = stored[-1].id
+    return chosen
 
 
 # -- record -----------------------------------------------------------------------------------------
@@ -629,6 +665,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "ws://127.0.0.1:8888/); with --bilibili: one merged room")
     p.add_argument("--douyin-room", metavar="ID",
                    help="with --douyin: keep only this Douyin room (web room id or the anchor's 抖音号)")
+    p.add_argument("--session", action="append", metavar="ID",
+                   help="continue this stored session (the id ends in -<room>) after a restart; repeat for "
+                        "several rooms")
+    p.add_argument("--resume", action="store_true", help="continue each room's latest stored session")
+    p.add_argument("--bus", metavar="URL",
+                   help="redis://HOST:PORT[/DB]: sources publish events to Redis Streams and workers analyse "
+                        "the rooms they own, across processes and machines (pip install 'livebot[redis]'); "
+                        "default: the in-process queue")
+    p.add_argument("--role", choices=("all", "sources", "worker"), default="all",
+                   help="with --bus: all = run the sources and analyse (default); sources = publish only; "
+                        "worker = analyse the rooms on the bus, run no sources")
 
     p = add("record", cmd_record, "connect to one live room and write its events as a replay JSONL log")
     p.add_argument("--platform", required=True, choices=("bilibili", "douyin", "generic"))
