@@ -37,6 +37,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from bot.errors import ModelError
 from nlp.classifiers.base import Prediction
+from nlp.classifiers.rules import RulesClassifier
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ MODEL_SETTING = "classifier.model"
 
 NUM_LOGITS = 4
 """neg, neu, pos, confusion."""
+_MAX_TOKENS = 8192
+_WIDTH_SLACK = 1.3
 _NGRAM_PRIMES = (1_000_003, 998_244_353, 19_260_817)
 
 
@@ -60,6 +63,8 @@ class LiveCommentConfig(BertConfig):
         ngram_buckets: int = 0,
         ngram_orders: Sequence[int] = (1, 2, 3),
         max_text_chars: int = 96,
+        rules_blend: Sequence[float] | None = None,
+        logit_bias: Sequence[float] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("num_labels", NUM_LOGITS)
@@ -69,6 +74,11 @@ class LiveCommentConfig(BertConfig):
         self.ngram_orders = [int(n) for n in ngram_orders]
         self.max_text_chars = int(max_text_chars)
         """Texts longer than this keep their head and tail (the verdict of a review is often at the end)."""
+        self.rules_blend = [float(w) for w in rules_blend] if rules_blend else None
+        """(sentiment, confusion) weights of the rules classifier's log-odds added at inference, fitted on
+        the training validation split by `nlp.train`; None = the model alone."""
+        self.logit_bias = [float(b) for b in logit_bias] if logit_bias else [0.0] * NUM_LOGITS
+        """Constant added to the logits (calibration fitted on the validation split; zero in training)."""
 
 
 class LiveCommentForSequenceClassification(PreTrainedModel):
@@ -85,6 +95,10 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         self.head = nn.Linear(2 * config.hidden_size, NUM_LOGITS)
         self.ngrams = nn.Embedding(config.ngram_buckets, NUM_LOGITS) if config.ngram_buckets else None
         self.post_init()
+
+    def set_logit_bias(self, bias: Sequence[float]) -> None:
+        """Set the calibration bias; it lives in the config, so save_pretrained keeps it."""
+        self.config.logit_bias = [float(b) for b in bias]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -131,13 +145,30 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         logits = self.head(self.dropout(pooled))
         if self.ngrams is not None:
             logits = logits + self.ngram_logits(input_ids, attention_mask)
+        if any(self.config.logit_bias):
+            # Built per call from the config: from_pretrained creates modules on the meta device, which
+            # would leave a buffer made in __init__ uninitialised.
+            logits = logits + torch.tensor(self.config.logit_bias, dtype=logits.dtype)
         return SequenceClassifierOutput(logits=logits)
 
 
 AutoConfig.register(LiveCommentConfig.model_type, LiveCommentConfig, exist_ok=True)
-AutoModelForSequenceClassification.register(
-    LiveCommentConfig, LiveCommentForSequenceClassification, exist_ok=True
-)
+AutoModelForSequenceClassification.register(LiveCommentConfig, LiveCommentForSequenceClassification, exist_ok=True)
+
+
+def blend_with_rules(
+    logits: torch.Tensor, rules: Sequence[Prediction], weights: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Late fusion: model log-probabilities plus weighted rules log-probabilities (and confusion log-odds).
+
+    Returns (sentiment probabilities [N, 3], confusion probabilities [N]).
+    """
+    w_sent, w_conf = float(weights[0]), float(weights[1])
+    rules_probs = torch.tensor([p.sentiment_probs for p in rules], dtype=logits.dtype).clamp_min(1e-6)
+    rules_conf = torch.tensor([p.confusion_score for p in rules], dtype=logits.dtype).clamp(1e-6, 1 - 1e-6)
+    sentiment = torch.log_softmax(logits[:, :3], dim=-1) + w_sent * torch.log(rules_probs)
+    confusion = logits[:, 3] + w_conf * torch.logit(rules_conf)
+    return torch.softmax(sentiment, dim=-1), torch.sigmoid(confusion)
 
 
 def clip_text(text: str, max_chars: int) -> str:
@@ -184,6 +215,7 @@ class TransformerClassifier:
         threads: torch intra-op threads (process-wide); None leaves torch's setting alone.
         batch_size: most texts in one forward pass; a larger input is split.
         quantize: dynamic int8 quantisation of the Linear layers.
+        rules: fuse the rules classifier's evidence when the model's config carries blend weights.
     """
 
     name = "transformer"
@@ -196,15 +228,14 @@ class TransformerClassifier:
         threads: int | None = 2,
         batch_size: int = 256,
         quantize: bool = False,
+        rules: bool = True,
     ) -> None:
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         source, local = resolve_model(model, allow_hub=allow_hub)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local or not allow_hub)
-            net = AutoModelForSequenceClassification.from_pretrained(
-                source, local_files_only=local or not allow_hub
-            )
+            net = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=local or not allow_hub)
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{MODEL_SETTING}: cannot load model {source!r}: {reason}") from exc
@@ -227,6 +258,9 @@ class TransformerClassifier:
         self._backend = getattr(self.tokenizer, "backend_tokenizer", None)
         self._pad_id = int(self.tokenizer.pad_token_id or 0)
         self._lock = threading.Lock()
+        blend = getattr(net.config, "rules_blend", None)
+        self.rules_blend: list[float] | None = list(blend) if rules and blend else None
+        self._rules: RulesClassifier | None = RulesClassifier() if self.rules_blend else None
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         clipped = [clip_text(t, self.max_chars) for t in texts]
@@ -234,28 +268,56 @@ class TransformerClassifier:
             return [enc.ids for enc in self._backend.encode_batch(clipped)]
         return [list(ids) for ids in self.tokenizer(clipped)["input_ids"]]
 
-    def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, ids: list[list[int]]) -> torch.Tensor:
         width = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
         for row, seq in enumerate(ids):
             input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
-        return torch.softmax(logits[:, :3], dim=-1), torch.sigmoid(logits[:, 3])
+        return self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+
+    def _chunks(self, ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Forward passes as index lists: length-sorted, each padded to a near-equal width.
+
+        Live comments are 3-35 tokens; one pass over a whole batch would pad every comment to the longest
+        one (4x the work on average), so a pass ends when the width grows past `_WIDTH_SLACK` of its first
+        text, when it holds `batch_size` texts, or when it reaches `_MAX_TOKENS` padded tokens.
+        """
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        chunks: list[list[int]] = []
+        chunk: list[int] = []
+        first = 0
+        for i in order:
+            width = len(ids[i])
+            if chunk and (
+                len(chunk) >= self.batch_size
+                or (len(chunk) + 1) * width > _MAX_TOKENS
+                or width > first * _WIDTH_SLACK + 2
+            ):
+                chunks.append(chunk)
+                chunk = []
+            if not chunk:
+                first = width
+            chunk.append(i)
+        if chunk:
+            chunks.append(chunk)
+        return chunks
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify normalised texts; output order equals input order."""
         if not texts:
             return []
         ids = self._encode(texts)
-        # Sorting by length makes every forward pass pad to a near-equal width.
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out: list[Prediction | None] = [None] * len(ids)
         with self._lock, torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                probs, confusion = self._forward([ids[i] for i in chunk])
+            for chunk in self._chunks(ids):
+                logits = self._forward([ids[i] for i in chunk])
+                if self._rules is not None and self.rules_blend is not None:
+                    rules = self._rules.predict([texts[i] for i in chunk])
+                    probs, confusion = blend_with_rules(logits, rules, self.rules_blend)
+                else:
+                    probs, confusion = torch.softmax(logits[:, :3], dim=-1), torch.sigmoid(logits[:, 3])
                 probs_list = probs.tolist()
                 conf_list = confusion.tolist()
                 for k, i in enumerate(chunk):

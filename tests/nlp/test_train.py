@@ -93,3 +93,27 @@ def test_settings_overrides() -> None:
     assert settings.layers == 2 and settings.ngram_orders == (1, 2)
     with pytest.raises(ValueError, match="unknown setting 'nope'"):
         settings_from_overrides(["nope=1"])
+
+
+def test_char_encoder_matches_the_saved_tokenizer(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from nlp.classifiers.transformer import clip_text
+    from nlp.normalize import normalize
+    from nlp.train import CharEncoder, save_tokenizer
+
+    raw = [
+        "主播 多少钱?",
+        "ＡＢＣ好看！！",
+        "160斤穿什么码",
+        "质量很好" * 40 + " 但是 发货慢",
+        "[捂脸]哈哈哈哈哈",
+        "x y z",
+    ]
+    texts = [normalize(t).text for t in raw]
+    vocab = build_vocab(texts[:3], min_count=1)
+    save_tokenizer(vocab, tmp_path, 34)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    encode = CharEncoder(vocab, 32)
+    for text in texts:
+        assert encode(text) == tokenizer(clip_text(text, 32))["input_ids"], text
