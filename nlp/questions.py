@@ -31,6 +31,8 @@ class _QuestionLexicon:
     quantity_re: re.Pattern[str]
     intent_of: dict[str, str]
     intent_rank: dict[str, int]
+    generic: frozenset[str]
+    """Phrases that count only when the question has no other, more specific intent phrase."""
     drop_re: re.Pattern[str] | None
 
 
@@ -45,6 +47,10 @@ def _build_lexicon(data: dict[str, Any]) -> _QuestionLexicon:
         intent_rank[str(name)] = rank
         for phrase in phrases:
             intent_of[str(phrase).lower()] = str(name)
+    generic = frozenset(str(w).lower() for w in data.get("generic") or [])
+    unknown = sorted(generic - set(intent_of))
+    if unknown:
+        raise ValueError(f"{QUESTIONS_FILE.name}: generic phrases missing from intents: {unknown}")
     drop = [str(w).lower() for w in data.get("drop") or []]
     units = [str(u).lower() for u in data.get("quantity_units") or []]
     parts = [rf"\d+(?:\.\d+)?\s*(?:{_alternation(units)})"] if units else []
@@ -56,6 +62,7 @@ def _build_lexicon(data: dict[str, Any]) -> _QuestionLexicon:
         quantity_re=re.compile(quantity),
         intent_of=intent_of,
         intent_rank=intent_rank,
+        generic=generic,
         drop_re=re.compile(_alternation(drop)) if drop else None,
     )
 
@@ -82,7 +89,10 @@ def question_key(text: str, topic: str) -> str:
     lexicon = _get_lexicon()
     text = normalize(text).text
     quantities = [_NOT_WORD.sub("", q) for q in lexicon.quantity_re.findall(text)]
-    intents = {lexicon.intent_of[m] for m in lexicon.intent_re.findall(text)}
+    phrases = lexicon.intent_re.findall(text)
+    specific = [m for m in phrases if m not in lexicon.generic]
+    # A more specific phrase wins over a generic one: 什么时候发券 is about the coupon (券), not shipping.
+    intents = {lexicon.intent_of[m] for m in (specific or phrases)}
     if intents:
         key = f"{topic}:" + "+".join(sorted(intents, key=lexicon.intent_rank.__getitem__))
         if quantities:

@@ -3,7 +3,9 @@
 The lexicons are ``nlp/lexicons/topics.yaml`` and ``nlp/lexicons/sensitive.yaml``.
 
 All keywords of all topics go into one alternation (longest first), so a comment is scanned once; the few
-regex patterns a topic may add are grouped into one compiled expression per topic.
+regex patterns a topic may add are grouped into one compiled expression per topic. A topic's
+``generic_patterns`` (什么时候发: a verb without its object) tag it only when no other topic matched, so the
+more specific word wins: 什么时候发券 / 红包什么时候发 are coupon questions, 什么时候发 alone is shipping.
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ class TopicTagger:
     keyword_re: re.Pattern[str] | None
     keyword_topics: Mapping[str, tuple[str, ...]]
     pattern_res: tuple[tuple[str, re.Pattern[str]], ...]
+    generic_res: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    """Patterns that tag their topic only when no other topic matched the text."""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "<topics>") -> TopicTagger:
-        """Build from ``{topic: {keywords: [...], patterns: [...]}}``.
+        """Build from ``{topic: {keywords: [...], patterns: [...], generic_patterns: [...]}}``.
 
         Raises:
             ValueError: an entry is malformed (the message names it).
@@ -71,29 +75,32 @@ class TopicTagger:
         order: list[str] = []
         keyword_topics: dict[str, list[str]] = {}
         pattern_res: list[tuple[str, re.Pattern[str]]] = []
+        generic_res: list[tuple[str, re.Pattern[str]]] = []
         for topic, spec in data.items():
             if topic == OTHER:
                 raise ValueError(f"{source}: topic {OTHER!r} is implicit and cannot have keywords")
             if not isinstance(spec, Mapping):
                 raise ValueError(f"{source}: {topic}: expected a mapping with keywords/patterns")
-            unknown = set(spec) - {"keywords", "patterns"}
+            unknown = set(spec) - {"keywords", "patterns", "generic_patterns"}
             if unknown:
                 raise ValueError(f"{source}: {topic}: unknown key(s) {sorted(unknown)}")
             order.append(str(topic))
             for word in _string_list(spec.get("keywords"), f"{source}: {topic}.keywords"):
                 keyword_topics.setdefault(word, []).append(str(topic))
-            patterns = _string_list(spec.get("patterns"), f"{source}: {topic}.patterns")
-            if patterns:
-                try:
-                    pattern_res.append((str(topic), re.compile("|".join(f"(?:{p})" for p in patterns))))
-                except re.error as exc:
-                    raise ValueError(f"{source}: {topic}.patterns: {exc}") from exc
+            for key, compiled in (("patterns", pattern_res), ("generic_patterns", generic_res)):
+                patterns = _string_list(spec.get(key), f"{source}: {topic}.{key}")
+                if patterns:
+                    try:
+                        compiled.append((str(topic), re.compile("|".join(f"(?:{p})" for p in patterns))))
+                    except re.error as exc:
+                        raise ValueError(f"{source}: {topic}.{key}: {exc}") from exc
         keyword_re = re.compile(_literal_alternation(keyword_topics)) if keyword_topics else None
         return cls(
             order=tuple(order),
             keyword_re=keyword_re,
             keyword_topics={w: tuple(t) for w, t in keyword_topics.items()},
             pattern_res=tuple(pattern_res),
+            generic_res=tuple(generic_res),
         )
 
     @classmethod
@@ -110,6 +117,9 @@ class TopicTagger:
             for topic, pattern in self.pattern_res:
                 if topic not in found and pattern.search(text):
                     found.add(topic)
+            if not found:
+                # Generic patterns only speak when nothing more specific did.
+                found.update(topic for topic, pattern in self.generic_res if pattern.search(text))
         if not found:
             return (OTHER,)
         return tuple(t for t in self.order if t in found)

@@ -66,3 +66,39 @@ def test_clusters_are_bounded_and_evict_the_least_asked():
 def test_clusters_reject_bad_limits():
     with pytest.raises(ValueError):
         QuestionClusters(max_clusters=0)
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        ["什么时候发券", "啥时候发优惠券", "什么时候发红包", "红包什么时候发", "券发了吗"],
+        ["新人券能用吗", "优惠券怎么用", "这个券怎么用啊"],
+        ["直播间和店铺价格一样吗", "线下价格一样吗", "跟旗舰店一样价吗", "和店铺同价吗"],
+    ],
+)
+def test_specific_intents_group_together(group):
+    keys = {_key(text) for text in group}
+    assert len(keys) == 1, keys
+
+
+def test_a_more_specific_word_wins_over_a_generic_phrase():
+    # Sending a coupon is a coupon question, not a shipping one.
+    for text in ("什么时候发券", "啥时候发优惠券", "红包什么时候发"):
+        assert tag_topics(text) == ("coupon",), text
+        assert _key(text) != _key("什么时候发货")
+    assert tag_topics("什么时候发") == ("shipping",)
+    assert _key("什么时候发") == _key("发货吗")
+    # The key does not depend on the caller's topic being right either.
+    assert question_key("啥时候发优惠券", "shipping") != question_key("什么时候发货", "shipping")
+
+
+def test_using_a_coupon_is_not_product_usage():
+    assert _key("新人券能用吗") != _key("能用吗")
+    assert question_key("优惠券怎么用", "usage") != question_key("面膜怎么用", "usage")
+    assert _key("新人券能用吗") != _key("有券吗")
+
+
+def test_price_comparison_is_not_asking_the_price():
+    assert _key("线下价格一样吗") != _key("多少钱")
+    assert _key("直播间和店铺价格一样吗") != _key("价格多少")
+    assert _key("价格多少") == _key("这个多少钱啊")

@@ -73,3 +73,17 @@ def test_distrust_detector_from_mapping():
     assert detector("你骗人")
     assert not detector("我不骗你")
     assert detector.find("骗了又骗") == ["骗", "骗"]
+
+
+def test_generic_patterns_yield_to_a_more_specific_topic():
+    tagger = TopicTagger.from_mapping(
+        {
+            "shipping": {"keywords": ["发货"], "generic_patterns": ["什么时候发"]},
+            "coupon": {"keywords": ["券"]},
+        }
+    )
+    assert tagger.tag("什么时候发") == ("shipping",)
+    assert tagger.tag("什么时候发券") == ("coupon",)
+    assert tagger.tag("什么时候发货 有券吗") == ("shipping", "coupon")
+    with pytest.raises(ValueError, match="shipping.generic_patterns"):
+        TopicTagger.from_mapping({"shipping": {"generic_patterns": ["(unclosed"]}})
