@@ -35,6 +35,13 @@ TOPICS: tuple[str, ...] = (
 """Topics a segment can answer and a trigger can watch (the analyzer's topic set)."""
 
 SCRIPT_SUFFIXES = (".yaml", ".yml")
+MAX_CHARS = 1_000_000
+"""Longest run-sheet text; the shipped ones are a few KB."""
+MAX_NESTING = 32
+"""Deepest nesting of mappings and lists (the shipped run-sheets use 5)."""
+MAX_NODES = 200_000
+"""Most values a run-sheet may expand to, aliases counted at every use (refuses alias bombs)."""
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 class Metric(StrEnum):
@@ -458,31 +465,73 @@ def _line_of(root: yaml.Node, loc: Sequence[int | str]) -> int:
     return line
 
 
-def _check_duplicate_keys(node: yaml.Node, file: str, path: tuple[int | str, ...] = ()) -> None:
-    # PyYAML silently keeps the last of two equal keys; in a run-sheet that hides a typo, so refuse.
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise ScriptError(
-                        "duplicate key", file=file, line=key.start_mark.line + 1,
-                        field=_dotted((*path, key.value)),
-                    )
-                seen.add(key.value)
-                _check_duplicate_keys(value, file, (*path, key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, file, (*path, i))
+def _check_nodes(root: yaml.Node, file: str) -> None:
+    """Refuse duplicate keys, recursive aliases, deep nesting and alias bombs (iteratively: no recursion).
+
+    PyYAML silently keeps the last of two equal keys; in a run-sheet that hides a typo, so refuse.
+    Aliases are counted at every use, so a few lines of anchors cannot expand into millions of values.
+    """
+    expanded = 0
+    checked: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[int | str, ...], frozenset[int]]] = [(root, (), frozenset())]
+    while stack:
+        node, path, ancestors = stack.pop()
+        line = node.start_mark.line + 1
+        expanded += 1
+        if expanded > MAX_NODES:
+            raise ScriptError(f"the run-sheet expands to more than {MAX_NODES} values (an alias used too often?)",
+                              file=file, line=line, field=_dotted(path))
+        if len(path) > MAX_NESTING:
+            raise ScriptError(f"nested deeper than {MAX_NESTING} levels", file=file, line=line, field=_dotted(path))
+        if id(node) in ancestors:
+            raise ScriptError("an alias refers to a value that contains it", file=file, line=line,
+                              field=_dotted(path))
+        children: list[tuple[yaml.Node, tuple[int | str, ...]]] = []
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen and id(node) not in checked:
+                        raise ScriptError("duplicate key", file=file, line=key.start_mark.line + 1,
+                                          field=_dotted((*path, key.value)))
+                    seen.add(key.value)
+                    children.append((value, (*path, key.value)))
+                else:
+                    children += [(key, (*path, "<key>")), (value, (*path, "<key>"))]
+            checked.add(id(node))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, (*path, i)) for i, item in enumerate(node.value)]
+        if children:
+            inner = ancestors | {id(node)}
+            stack.extend((child, child_path, inner) for child, child_path in reversed(children))
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest [ { nesting, counted roughly (quotes ignored): PyYAML's scanner slows down with depth."""
+    depth = deepest = 0
+    for m in _BRACKETS.finditer(text):
+        depth = depth + 1 if m.group() in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _compose(text: str, file: str) -> tuple[yaml.Node, Any]:
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_CHARS:
+        raise ScriptError(f"the run-sheet is longer than {MAX_CHARS} characters", file=file)
+    if _flow_depth(text) > 2 * MAX_NESTING:
+        raise ScriptError(f"nested deeper than {MAX_NESTING} levels", file=file)
+    try:
+        # The reader checks every character up front: a control character is a ReaderError here.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        what = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        raise ScriptError(f"invalid YAML: character {what} is not allowed", file=file,
+                          line=text.count("\n", 0, e.position) + 1) from None
     try:
         node = loader.get_single_node()
         if node is None:
             raise ScriptError("the run-sheet is empty", file=file, line=1)
-        _check_duplicate_keys(node, file)
+        _check_nodes(node, file)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -490,6 +539,8 @@ def _compose(text: str, file: str) -> tuple[yaml.Node, Any]:
         raise ScriptError(f"invalid YAML: {e.problem or e.context}", file=file, line=line) from None
     except yaml.YAMLError as e:
         raise ScriptError(f"invalid YAML: {e}", file=file) from None
+    except RecursionError:
+        raise ScriptError(f"nested deeper than {MAX_NESTING} levels", file=file) from None
     finally:
         loader.dispose()
     return node, data
