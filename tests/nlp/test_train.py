@@ -47,11 +47,10 @@ def test_training_on_a_tiny_subset_is_deterministic(tmp_path: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
-    assert (a.out_dir / "vocab.txt").read_text() == (b.out_dir / "vocab.txt").read_text()
+    for name in ("vocab.txt", "config.json"):
+        assert (a.out_dir / name).read_text() == (b.out_dir / name).read_text(), name
 
-    # A different seed gives different weights; the output loads as a classifier.
-    c = train(tmp_path / "c", seed=8, subset=64, settings=TINY, threads=1)
-    assert any(not torch.equal(wa[k], _weights(c.out_dir)[k]) for k in wa)
+    # The output loads as a classifier.
     classifier = TransformerClassifier(str(a.out_dir), threads=1)
     preds = classifier.predict(["多少钱", "太贵了", ""])
     assert len(preds) == 3
