@@ -39,7 +39,7 @@ MAX_CHARS = 1_000_000
 """Longest run-sheet text; the shipped ones are a few KB."""
 MAX_NESTING = 32
 """Deepest nesting of mappings and lists (the shipped run-sheets use 5)."""
-MAX_NODES = 200_000
+MAX_NODES = 50_000
 """Most values a run-sheet may expand to, aliases counted at every use (refuses alias bombs)."""
 _BRACKETS = re.compile(r"[\[\]{}]")
 
