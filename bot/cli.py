@@ -119,6 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         for room, sid in sorted(app.pipeline.sessions.items()):
             print(f"  [{room}] 会话 {sid}", file=sys.stderr)
+        if args.bus:
+            bus = app.bus.status()
+            print(f"  总线 {args.role}: 发布 {bus.get('published', 0)}, 读取 {bus.get('consumed', 0)}, "
+                  f"确认 {bus.get('acked', 0)}, 接管认领 {bus.get('claimed', 0)}", file=sys.stderr)
         if app.ingest is not None and app.ingest.unmatched:
             keys = ", ".join(f"{k} ×{n}" for k, n in app.ingest.unmatched.most_common(5))
             print(f"  推送接入中没有直播间认领的事件: {keys}", file=sys.stderr)
