@@ -393,41 +393,40 @@ class NeedMatch:
 
 
 def match_questions(
-    question_topics: Iterable[Sequence[str]], answers: Iterable[str], segment: str | None = None
+    question_topics: Iterable[Sequence[str]] | Mapping[tuple[str, ...], int], answers: Iterable[str],
+    segment: str | None = None,
 ) -> NeedMatch:
     """Need match of questions (each given by its topics) against a segment's `answers_topics`.
 
-    A question counts as answered when any of its known topics is one the segment answers.
+    `question_topics` is one topic sequence per question, or a mapping of topic tuple → how many questions
+    had it (RoomState.question_topics). A question counts as answered when any of its known topics is one
+    the segment answers.
     """
     answer_set = frozenset(answers)
+    counted = (
+        question_topics.items() if isinstance(question_topics, Mapping) else ((t, 1) for t in question_topics)
+    )
     questions = answered = unclassified = 0
     missing: Counter[str] = Counter()
-    for topics in question_topics:
+    for topics, n in counted:
         known = [t for t in topics if t not in UNCLASSIFIED_TOPICS]
         if not known:
-            unclassified += 1
+            unclassified += n
             continue
-        questions += 1
+        questions += n
         if any(t in answer_set for t in known):
-            answered += 1
+            answered += n
         else:
-            missing[known[0]] += 1
+            missing[known[0]] += n
     return NeedMatch(segment, questions, answered, unclassified,
                      tuple(sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))))
 
 
 def recent_question_topics(
     state: RoomState, now_ms: int, window_s: int = NEED_WINDOW_S
-) -> list[tuple[str, ...]]:
-    """Topics of the analysed questions in (now − window, now], from RoomState's recent comments."""
-    lo = now_ms - window_s * 1000
-    out: list[tuple[str, ...]] = []
-    for c in reversed(state.recent_comments):
-        if c.ts <= lo:
-            break
-        if c.ts <= now_ms and c.confusion:
-            out.append(c.topics)
-    return out
+) -> Counter[tuple[str, ...]]:
+    """Topics of the analysed questions in (now − window, now], counted per distinct topic tuple."""
+    return state.question_topics(window_s, now_ms)
 
 
 def need_match(

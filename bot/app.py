@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -31,7 +31,7 @@ from bot.config import (
     RoomConfig,
     SimulatorSourceConfig,
 )
-from bot.errors import ConfigError, SourceError
+from bot.errors import ConfigError, LivebotError, SourceError
 from bot.events import Event
 from bot.outputs.store import Store
 from bot.pipeline import Pipeline
@@ -292,7 +292,7 @@ class App:
             )
             self.screen = ScreenServer.from_config(
                 self.cfg.screen, snapshot_provider=self.screen_snapshots, action_handler=actions,
-                clock=self.clock,
+                clock=self.clock, snapshot_steps=self.screen_snapshot_steps,
             )
         self._build_advisor_outputs()
         self._reactions: list[Suggestion] = []
@@ -343,26 +343,58 @@ class App:
         With advisors, `advisor` adds the segment and its talking points, the run-sheet's segments, the
         coupon and prompt countdowns and the pending suggestions (shape: bot.outputs.screen.view).
         """
+        now = self.clock.now_ms()
+        return {room: self._room_snapshot(room, st, now) for room, st in list(self.states.items())}
+
+    async def screen_snapshot_steps(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """`screen_snapshots` one room at a time, yielding to the loop in between (the 2 Hz broadcast:
+        ten rooms in one go held the loop ~40 ms, which analysed events felt as latency)."""
+        now = self.clock.now_ms()
+        for i, (room, st) in enumerate(list(self.states.items())):
+            if i:
+                await asyncio.sleep(0)
+            yield room, self._room_snapshot(room, st, now)
+
+    def _room_snapshot(self, room: str, st: RoomState, now: int) -> dict[str, Any]:
         from bot.outputs.screen.view import advisor_view
 
-        now = self.clock.now_ms()
-        out = {room: st.snapshot(now) for room, st in self.states.items()}
-        for room, engine in self.engines.items():
-            if room in out:
-                out[room]["advisor"] = advisor_view(engine, now)
-        for room, st in self.states.items():
-            running = self.engines.get(room)
-            seg = running.plan.segment(running.memory.segment or "") if running is not None else None
-            out[room]["analytics"] = self.analytics.view(
-                room, st, now, segment=seg.name if seg else None, answers=seg.answers_topics if seg else None,
-                states=self.states,
-            )
+        out = st.snapshot(now)
+        running = self.engines.get(room)
+        if running is not None:
+            out["advisor"] = advisor_view(running, now)
+        seg = running.plan.segment(running.memory.segment or "") if running is not None else None
+        out["analytics"] = self.analytics.view(
+            room, st, now, segment=seg.name if seg else None, answers=seg.answers_topics if seg else None,
+            states=self.states,
+        )
         return out
 
     def _room_is_live(self, room: str) -> bool:
         """Quiet hours never silence a live room: running counts as live until the platform says it ended."""
         st = self.pipeline.states.get(room)
         return st is None or st.live is not False
+
+    def restore_session(self, room: str, session_id: str) -> int:
+        """Fold a stored session back in before a resumed run: the room's windows, totals, questions and
+        analytics continue from the last run, and a source that replays its last messages after the
+        restart is deduplicated against them. Returns how many events were read back.
+
+        Advisor memory (pending suggestions, coupon budget) is not stored, so advisors start afresh.
+        """
+        if self.store is None:
+            raise LivebotError("resuming a session needs [store] enabled = true")
+        info = self.store.session(session_id)
+        if info is None or info.room != room:
+            return 0  # a new session id: nothing to restore
+        n = 0
+        for ev, an in self.store.iter_events(session_id, chunk=20_000):
+            self.pipeline.remember(ev)
+            self.analytics.observe(ev)
+            self.pipeline.state(ev.room).apply(ev, an)
+            if an is not None:
+                self.analytics.observe_analyzed((ev,), (an,))
+            n += 1
+        return n
 
     def request_stop(self) -> None:
         """Signal-safe: SIGINT/SIGTERM only ask for a stop; run() does the ordered shutdown."""
@@ -426,7 +458,11 @@ class App:
     async def _advisor_tick(self, now: int) -> None:
         """One tick of every room's advisors; new suggestions and state changes go to the sinks."""
         items: list[Suggestion] = []
-        for room, engine in self.engines.items():
+        for i, (room, engine) in enumerate(self.engines.items()):
+            if i:
+                # Let analysed batches in between rooms: ten rooms' advisors in one go would hold the loop
+                # for tens of ms and show up as event latency.
+                await asyncio.sleep(0)
             items += engine.tick(self.pipeline.state(room), now)
             items += engine.drain_changes()
         await self.dispatcher.dispatch(items)

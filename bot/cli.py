@@ -102,13 +102,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         app = App(cfg, bus_url=args.bus, bus_role=args.role)
         app.pipeline.session_ids.update(resumed)
+        restored = {room: app.restore_session(room, sid) for room, sid in resumed.items()}
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, app.request_stop)
         rooms = ", ".join(f"{r.name} ({'+'.join(s.kind for s in r.sources)})" for r in cfg.rooms)
         print(f"livebot {__version__} 已启动 · 直播间: {rooms} · 数据: {cfg.store_path} · Ctrl+C 退出", file=sys.stderr)
         for room, sid in sorted(resumed.items()):
-            print(f"  [{room}] 继续会话 {sid}", file=sys.stderr)
+            print(f"  [{room}] 继续会话 {sid} (已恢复 {restored[room]} 条事件)", file=sys.stderr)
         await app.run(duration_s=args.duration)
         stats = app.pipeline.stats
         print(

@@ -466,6 +466,10 @@ class Pipeline:
             log.exception("room=%s could not store %d events", room, len(events))
             return False
 
+    def remember(self, ev: Event) -> None:
+        """Count `ev` as already received (a resumed session's stored events), for deduplication."""
+        self._dedup.seen(ev)
+
     async def stop(self) -> None:
         """Drain: everything submitted before stop() is analysed and stored, then run() returns."""
         if self._stopping:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.events import Event, EventKind
@@ -239,6 +240,8 @@ class RoomState:
         self.segment: str | None = None
         self.recent_comments: deque[RecentComment] = deque(maxlen=recent_comments)
         """The last chat lines in arrival order (prompt-response matching, alert examples)."""
+        self._question_topics: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=recent_comments)
+        """(ts, topics) of the last analysed questions: need match reads these, not every recent comment."""
         self._window_cache: dict[tuple[int, int], WindowStats] = {}
         self.degraded: bool = False
         self.now_ms: int = 0
@@ -333,6 +336,7 @@ class RoomState:
             for topic in a.topics:
                 tot.topic_confused[topic] += 1
             self._add_question(t, a)
+            self._question_topics.append((t, tuple(a.topics)))
         if b is None:
             return
         b.analyzed += 1
@@ -468,6 +472,30 @@ class RoomState:
         ]
         out.sort(key=lambda g: (-g.count, -g.last_ts))
         return out[:limit]
+
+    def question_topics(self, seconds: int, now_ms: int | None = None) -> Counter[tuple[str, ...]]:
+        """Topics of the analysed questions in (now − seconds, now], counted per distinct topic tuple.
+
+        Advisors match these against every segment each tick; a room asks about a handful of topic
+        combinations, so counting them once keeps that work independent of the comment rate.
+        """
+        end = self.now_ms if now_ms is None else now_ms
+        lo = end - seconds * 1000
+        out: Counter[tuple[str, ...]] = Counter()
+        for ts, topics in reversed(self._question_topics):
+            if ts <= lo:
+                break
+            if ts <= end:
+                out[topics] += 1
+        return out
+
+    def latest_questions(self, n: int) -> list[Question]:
+        """The last `n` questions added (fewer if the bounded list dropped some), oldest first."""
+        if n <= 0:
+            return []
+        out = list(islice(reversed(self._questions), n))
+        out.reverse()
+        return out
 
     def question_list(self, seconds: int, now_ms: int | None = None) -> list[Question]:
         """The individual questions of the last `seconds` (lo < ts <= now), oldest first."""

@@ -39,9 +39,17 @@ class AnswerCardAdvisor:
             return []
         mem = memory.cards
         asked = state.totals.confused
-        if only_new and asked == mem.seen_questions:
-            return []
-        mem.seen_questions = asked
+        if only_new:
+            if asked == mem.seen_questions:
+                return []
+            fresh = state.latest_questions(asked - mem.seen_questions) if mem.seen_questions >= 0 else None
+            mem.seen_questions = asked
+            # A card that did not fire at the last look can only fire now if a question about its topic
+            # came in since: busy rooms skip the window scan for batches that ask about nothing offerable.
+            if fresh is not None and not self._any_offerable({q.topic for q in fresh}, memory, now):
+                return []
+        else:
+            mem.seen_questions = asked
         questions = state.question_list(self.cfg.window_s, now)
         if not questions:
             return []
@@ -85,6 +93,15 @@ class AnswerCardAdvisor:
             mem.last_offered[card.topic] = now
             out.append(s)
         return out
+
+    def _any_offerable(self, topics: set[str], memory: AdvisorMemory, now: int) -> bool:
+        mem = memory.cards
+        cooldown = self.cfg.cooldown_s * 1000
+        return any(
+            card.topic in topics and card.topic not in mem.pending
+            and now - mem.last_offered.get(card.topic, -(10**15)) >= cooldown
+            for card in self.plan.answer_cards
+        )
 
     def resolved(self, memory: AdvisorMemory, s: Suggestion) -> None:
         """The card was used, dismissed or expired: its topic may get a card again after the cooldown."""

@@ -146,6 +146,8 @@ class StoredAnalysis:
     distrust: bool
     confidence: float
     classifier: str
+    text: str = ""
+    """The comment as received (the analysed, normalised text is not stored)."""
 
 
 class Store:
@@ -309,6 +311,7 @@ class Store:
                         confusion_score=r[20], topics=tuple(t for t in r[21].split(",") if t),
                         keywords=tuple(k for k in r[22].split(",") if k), asks_host=bool(r[23]),
                         buying_intent=bool(r[24]), distrust=bool(r[25]), confidence=r[26], classifier=r[27],
+                        text=r[9] or "",
                     )
                 yield ev, an
             last_id = rows[-1][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,13 @@ def test_need_match_counts_known_topics_only() -> None:
     # A segment answering nothing (开场) matches none; no questions at all is "no figure", not 0 %.
     assert match_questions(topics, (), "开场").share == 0.0
     assert match_questions([], ("price",)).share is None
+
+
+def test_need_match_over_counted_topics_equals_one_per_question() -> None:
+    topics = [("size_fit",), ("price", "coupon"), ("other",), ("size_fit",), ("shipping",), ("size_fit", "price")]
+    counted = Counter(topics)
+    for answers in [("size_fit",), ("price",), (), ("shipping", "coupon")]:
+        assert match_questions(counted, answers, "x") == match_questions(topics, answers, "x")
 
 
 def test_live_need_match_reads_the_last_60_seconds() -> None:

@@ -3,7 +3,8 @@
 The service runs in a subprocess with a temporary config (simulator room, screen on a free port). The
 test waits for stored events (polling the SQLite file, a condition, not a timing), sends SIGTERM and
 checks: exit code 0, every event the pipeline took in is stored (received − duplicates), the session
-is ended; a restart with `--session ID` appends to the same session.
+is ended; a restart with `--session ID` reads the stored events back into the room's state and appends
+to the same session.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def test_sigterm_drains_and_a_restart_resumes_the_session(tmp_path: Path, bus: l
 
     code, err = _run_until_sigterm(config, db, *bus, "--session", sid, at_least=count + 300)
     assert code == 0, err[-2000:]
-    assert f"继续会话 {sid}" in err
+    assert f"继续会话 {sid} (已恢复 {count} 条事件)" in err  # the room's state continues, not from zero
     received2, _, stored2, duplicates2 = map(int, STOPPED.search(err).groups())  # type: ignore[union-attr]
     [(sid2, ended2, _meta, count2)] = _session(db)  # still one session: the restart appended to it
     assert sid2 == sid and ended2 is not None
@@ -151,3 +152,42 @@ def test_resume_sessions_maps_ids_to_rooms(tmp_path: Path) -> None:
     assert resume_sessions(cfg, [], latest=True) == {"a": "20260101-210000-a"}
     one_room = parse_config({"data_dir": str(tmp_path)})
     assert resume_sessions(one_room, ["any-id"]) == {"demo": "any-id"}
+
+
+async def test_a_resumed_session_restores_the_room_state_and_dedupes_replayed_messages(tmp_path: Path) -> None:
+    """The room's windows, totals and questions continue from the stored session, so the screen and the
+    advisors don't start from zero after a restart; a source replaying its last messages adds nothing."""
+    import io
+
+    from bot.app import App
+    from bot.clock import ManualClock
+    from nlp.analyzer import Analyzer
+
+    t0 = 1_767_268_800_000
+    cfg = parse_config({"data_dir": str(tmp_path), "status": {"terminal": False}, "screen": {"enabled": False},
+                        "rooms": [{"name": "shop"}]})
+    texts = ["这个多少钱", "160斤穿什么码", "好看爱了", "什么时候发货", "主播好美", "太贵了吧"]
+    events = [Event("douyin", "shop", EventKind.CHAT, t0 + i * 1000, t0 + i * 1000, msg_id=f"m{i}",
+                    user_id=f"u{i % 4}", text=t) for i, t in enumerate(texts)]
+    events.append(Event("douyin", "shop", EventKind.LIKE, t0 + 7000, t0 + 7000, msg_id="l1", count=5))
+    analyses = Analyzer("rules").analyze(texts)
+    with Store.open(cfg.store_path) as store:
+        sid = store.start_session("shop", t0)
+        store.write_batch(sid, events, [*analyses, None])
+
+    app = App(cfg, clock=ManualClock(t0 + 10_000), out=io.StringIO())
+    try:
+        assert app.restore_session("shop", sid) == len(events)
+        assert app.restore_session("shop", "20260101-000000-shop") == 0  # a new id: nothing to read
+        st = app.pipeline.state("shop")
+        assert (st.totals.comments, st.totals.analyzed, st.totals.likes) == (6, 6, 5)
+        assert st.totals.confused == sum(a.confusion for a in analyses) >= 2
+        assert len(st.totals.viewers) == 4
+        assert st.window(60, t0 + 10_000).comments == 6
+        assert {q.text for q in st.question_list(60, t0 + 10_000)} >= {"160斤穿什么码", "什么时候发货"}
+        # A reconnecting source that sends its last messages again: counted as duplicates, not stored twice.
+        await app.pipeline.submit(events[-2])
+        assert app.pipeline.stats.duplicates == 1
+    finally:
+        if app.store is not None:
+            app.store.close()

@@ -34,7 +34,7 @@ from yarl import URL
 
 from bot.clock import Clock, SystemClock
 from bot.errors import ConfigError, SinkError
-from bot.outputs.screen.hub import ActionHandler, Hub, SnapshotProvider
+from bot.outputs.screen.hub import ActionHandler, Hub, SnapshotProvider, SnapshotSteps
 from bot.outputs.screen.protocol import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
@@ -260,6 +260,7 @@ class ScreenServer:
         control_token: str = "",
         clock: Clock | None = None,
         snapshot_hz: float = 2.0,
+        snapshot_steps: SnapshotSteps | None = None,
     ) -> None:
         loopback = is_loopback(host)
         if not loopback:
@@ -282,7 +283,7 @@ class ScreenServer:
         self.guard = AccessGuard(loopback=loopback, token=token, control_token=control_token)
         self.hub = Hub(
             snapshot_provider=snapshot_provider, action_handler=action_handler, clock=clock or SystemClock(),
-            snapshot_hz=snapshot_hz,
+            snapshot_hz=snapshot_hz, snapshot_steps=snapshot_steps,
         )
         self.app = make_app(self.hub, self.guard)
         self._runner: web.AppRunner | None = None
@@ -292,11 +293,12 @@ class ScreenServer:
     @classmethod
     def from_config(
         cls, cfg: ScreenConfig, *, snapshot_provider: SnapshotProvider, action_handler: ActionHandler,
-        clock: Clock | None = None,
+        clock: Clock | None = None, snapshot_steps: SnapshotSteps | None = None,
     ) -> ScreenServer:
         return cls(
             snapshot_provider=snapshot_provider, action_handler=action_handler, host=cfg.host, port=cfg.port,
             token=cfg.token, control_token=cfg.control_token, clock=clock, snapshot_hz=cfg.snapshot_hz,
+            snapshot_steps=snapshot_steps,
         )
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SnapshotProvider = Callable[[], Mapping[str, Mapping[str, Any]]]
 """Returns {room: snapshot dict}; called once per tick, whatever the number of clients."""
+SnapshotSteps = Callable[[], AsyncIterator[tuple[str, Mapping[str, Any]]]]
+"""Optional: the same snapshots one room at a time, so the 2 Hz loop lets other work run between rooms
+(the periodic broadcast uses it; a page that just connected still gets `SnapshotProvider` at once)."""
 ActionHandler = Callable[[str, dict[str, Any]], Awaitable[Mapping[str, Any]]]
 """(room, validated action dict) → result dict: `ok` (default True), optional `error`, `message`,
 and `suggestion` (the updated Suggestion JSON, which the hub then pushes to every page)."""
@@ -154,6 +157,7 @@ class Hub:
         action_handler: ActionHandler,
         clock: Clock,
         snapshot_hz: float = 2.0,
+        snapshot_steps: SnapshotSteps | None = None,
         max_pending_messages: int = 1000,
         max_pending_snapshots: int = 2,
         send_timeout_s: float = 10.0,
@@ -161,6 +165,7 @@ class Hub:
         if snapshot_hz <= 0:
             raise ValueError("snapshot_hz must be positive")
         self._provider = snapshot_provider
+        self._steps = snapshot_steps
         self._handler = action_handler
         self._clock = clock
         self.snapshot_hz = snapshot_hz
@@ -180,22 +185,41 @@ class Hub:
     # -- outbound ---------------------------------------------------------------------------------
 
     def _snapshot_message(self) -> str:
-        now = self._clock.now_ms()
-        rooms = dict(self._provider())
+        return self._encode_snapshot(self._clock.now_ms(), dict(self._provider()))
+
+    def _encode_snapshot(self, now: int, rooms: dict[str, Any]) -> str:
         self._rooms = list(rooms)
         data = dumps({"type": "snapshot", "server_ms": now, "rooms": rooms})
         self._last_snapshot, self._last_snapshot_ms = data, now
         return data
+
+    def _snapshot_failed(self) -> None:
+        # A provider bug must not kill the loop: pages show the stale banner, the log says why.
+        self._provider_failures += 1
+        if self._provider_failures == 1 or self._provider_failures % 100 == 0:
+            log.exception("screen snapshot failed (%d times so far)", self._provider_failures)
 
     def broadcast_snapshot(self) -> None:
         """Serialise one snapshot and queue it for every client (the same string for all)."""
         try:
             data = self._snapshot_message()
         except Exception:
-            # A provider bug must not kill the loop: pages show the stale banner, the log says why.
-            self._provider_failures += 1
-            if self._provider_failures == 1 or self._provider_failures % 100 == 0:
-                log.exception("screen snapshot failed (%d times so far)", self._provider_failures)
+            self._snapshot_failed()
+            return
+        for c in self.clients:
+            c.push_snapshot(data)
+
+    async def broadcast_snapshot_stepwise(self) -> None:
+        """`broadcast_snapshot`, built room by room through `snapshot_steps` (falls back to the provider)."""
+        if self._steps is None:
+            self.broadcast_snapshot()
+            return
+        try:
+            now = self._clock.now_ms()
+            rooms = {room: snap async for room, snap in self._steps()}
+            data = self._encode_snapshot(now, rooms)
+        except Exception:
+            self._snapshot_failed()
             return
         for c in self.clients:
             c.push_snapshot(data)
@@ -204,7 +228,8 @@ class Hub:
         """Broadcast at `snapshot_hz` on the injected clock until cancelled."""
         next_ms = self._clock.now_ms()
         while True:
-            self.broadcast_snapshot()
+            if self.clients or self._steps is None:
+                await self.broadcast_snapshot_stepwise()
             next_ms += self._period_ms
             now = self._clock.now_ms()
             if next_ms <= now:

@@ -767,3 +767,38 @@ async def test_actions_are_routed_to_the_advisor_engine(
 
         assert (await act(action="coupon_dropped"))["ok"] is True  # the host's own drop is recorded
         assert (await act(action="accept", id="unknown"))["error"] == "not_found"
+
+
+async def test_periodic_snapshot_is_built_room_by_room_and_lets_other_work_in_between(
+    room: Room, clock: ManualClock
+) -> None:
+    """With `snapshot_steps` the 2 Hz broadcast yields to the loop between rooms (analysed batches must
+    not wait for ten rooms' snapshots); a page that connects still gets the whole snapshot at once."""
+    order: list[str] = []
+
+    async def steps() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        for name in ("a", "b", "c"):
+            if order:
+                await asyncio.sleep(0)
+            order.append(name)
+            yield name, {"room": name, "now_ms": clock.now_ms()}
+
+    def provider() -> dict[str, Any]:
+        return {name: {"room": name} for name in ("a", "b", "c")}
+
+    hub = Hub(snapshot_provider=provider, action_handler=room.handle, clock=clock, snapshot_steps=steps)
+    guard = AccessGuard(loopback=True, token="", control_token="")
+    async with TestClient(TestServer(make_app(hub, guard), host="127.0.0.1")) as c, c.ws_connect("/ws") as ws:
+        _, first = await greeting(ws)
+        assert list(first["rooms"]) == ["a", "b", "c"] and order == []  # the connect path: provider
+
+        async def other_work() -> None:
+            order.append("batch")
+
+        broadcast = asyncio.create_task(hub.broadcast_snapshot_stepwise())
+        other = asyncio.create_task(other_work())  # queued behind the broadcast's first step
+        await asyncio.gather(broadcast, other)
+        assert order == ["a", "batch", "b", "c"]
+        snap = await next_of(ws, "snapshot")
+        assert [r["room"] for r in snap["rooms"].values()] == ["a", "b", "c"]
+        assert snap["rooms"]["b"]["now_ms"] == clock.now_ms()
