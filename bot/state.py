@@ -457,21 +457,30 @@ class RoomState:
         """Questions of the last `seconds`, near-duplicates merged, most asked first."""
         end = self.now_ms if now_ms is None else now_ms
         lo = end - seconds * 1000
-        groups: dict[tuple[str, str], list[Question]] = {}
+        # Count first, build only the groups shown: the screen asks twice a second per room.
+        counts: dict[tuple[str, str], int] = {}
+        last: dict[tuple[str, str], int] = {}
+        examples: dict[tuple[str, str], list[str]] = {}
         for q in reversed(self._questions):
             if q.ts <= lo:
                 break
             if q.ts <= end:
-                groups.setdefault((q.topic, q.key), []).append(q)
-        out = [
-            QuestionGroup(
-                topic=topic, key=key, count=len(qs),
-                examples=tuple(dict.fromkeys(q.text for q in qs))[:3], last_ts=qs[0].ts,
-            )
-            for (topic, key), qs in groups.items()
+                k = (q.topic, q.key)
+                n = counts.get(k)
+                if n is None:
+                    counts[k] = 1
+                    last[k] = q.ts
+                    examples[k] = [q.text]
+                else:
+                    counts[k] = n + 1
+                    ex = examples[k]
+                    if len(ex) < 3 and q.text not in ex:
+                        ex.append(q.text)
+        top = sorted(counts, key=lambda k: (-counts[k], -last[k]))[:limit]
+        return [
+            QuestionGroup(topic=k[0], key=k[1], count=counts[k], examples=tuple(examples[k]), last_ts=last[k])
+            for k in top
         ]
-        out.sort(key=lambda g: (-g.count, -g.last_ts))
-        return out[:limit]
 
     def question_topics(self, seconds: int, now_ms: int | None = None) -> Counter[tuple[str, ...]]:
         """Topics of the analysed questions in (now − seconds, now], counted per distinct topic tuple.

@@ -22,13 +22,13 @@ from bot.advisors.common import (
     make,
     pct,
     pick_examples,
-    recent,
+    recent_newest_first,
 )
 from bot.sources.base import SourceState
 
 if TYPE_CHECKING:
     from bot.config import AlertRulesConfig
-    from bot.state import RoomState
+    from bot.state import RecentComment, RoomState
 
 RULES = ("negative_surge", "confusion_surge", "rate_collapse", "distrust", "source_down", "compliance")
 _MAX_EXAMPLES = 5
@@ -65,7 +65,7 @@ class AlertAdvisor:
         w = state.window(60, now)
         if w.analyzed >= cfg.min_comments and w.negative_share >= cfg.negative_share:
             share = w.negative_share
-            examples = pick_examples(c.text for c in reversed(recent(state, 60, now)) if c.sentiment == "neg")
+            examples = pick_examples(c.text for c in recent_newest_first(state, 60, now) if c.sentiment == "neg")
             out.append(Firing(
                 rule="negative_surge", key="negative_surge",
                 severity=(Severity.CRITICAL if share >= min(1.0, cfg.negative_share * 1.5)
@@ -112,7 +112,15 @@ class AlertAdvisor:
                             f"(低于之前的 {pct(cfg.collapse_ratio)})"),
                     data={"before_per_min": round(before, 1), "per_min": current},
                 ))
-        distrust = [c for c in recent(state, 60, now) if c.distrust]
+        distrust: list[RecentComment] = []
+        quoted: list[RecentComment] = []
+        for c in recent_newest_first(state, 60, now):  # one pass for both rules, newest first
+            if c.distrust:
+                distrust.append(c)
+            if c.compliance:
+                quoted.append(c)
+        distrust.reverse()
+        quoted.reverse()
         if len(distrust) >= cfg.distrust_min:
             examples = pick_examples((c.text for c in reversed(distrust)), _MAX_EXAMPLES)
             out.append(Firing(
@@ -124,7 +132,6 @@ class AlertAdvisor:
                         f"(骗/假货/退款…, 阈值 {cfg.distrust_min} 条)"),
                 examples=examples, data={"count": len(distrust)},
             ))
-        quoted = [c for c in recent(state, 60, now) if c.compliance]
         if len(quoted) >= cfg.compliance_min:
             terms = Counter(t for c in quoted for t in c.compliance)
             top = "、".join(f"「{t}」×{n}" if n > 1 else f"「{t}」" for t, n in terms.most_common(3))

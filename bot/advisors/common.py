@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -274,6 +274,16 @@ def recent(state: RoomState, seconds: int, now: int) -> list[RecentComment]:
             out.append(c)
     out.reverse()
     return out
+
+
+def recent_newest_first(state: RoomState, seconds: int, now: int) -> Iterator[RecentComment]:
+    """`recent` newest first and lazily: picking three examples stops after a few lines, not thousands."""
+    lo = now - seconds * 1000
+    for c in reversed(state.recent_comments):
+        if c.ts <= lo:
+            return
+        if c.ts <= now:
+            yield c
 
 
 def pick_examples(texts: Iterable[str], limit: int = 3) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from bot.advisors.common import (
     make,
     pct,
     pick_examples,
-    recent,
+    recent_newest_first,
 )
 from bot.analytics import NEED_WINDOW_S, NeedMatch, match_questions, recent_question_topics
 from bot.scripts import Measurement, Metric, RunSheet, Segment, Trigger
@@ -100,7 +100,7 @@ def _examples(state: RoomState, now: int, trig: Trigger) -> tuple[str, ...]:
         Metric.NEGATIVE_SHARE: lambda c: c.sentiment == "neg",
         Metric.POSITIVE_SHARE: lambda c: c.sentiment == "pos",
     }.get(trig.metric, lambda c: False)
-    return pick_examples(c.text for c in reversed(recent(state, trig.window_s, now)) if keep(c))
+    return pick_examples(c.text for c in recent_newest_first(state, trig.window_s, now) if keep(c))
 
 
 class ScriptSwitchAdvisor:
