@@ -249,9 +249,9 @@ class App:
     clock: Clock = field(default_factory=SystemClock)
     out: TextIO = sys.stderr
     bus_url: str | None = None
-    """None = the in-process queue; redis://HOST:PORT[/DB] = Redis Streams (bot.bus)."""
-    bus_role: str = "all"
-    """On a shared bus: all (sources and analysis), sources (publish only) or worker (analyse only)."""
+    """None = `bus.url` of the config; "" = the in-process queue; redis://HOST:PORT[/DB] = Redis Streams."""
+    bus_role: str | None = None
+    """None = `bus.role`; on a shared bus: all (sources and analysis), sources (publish only) or worker."""
 
     def __post_init__(self) -> None:
         # Run-sheets first: a bad one is a clear error before anything is opened.
@@ -301,7 +301,15 @@ class App:
         self.analytics = LiveAnalytics(r.name for r in self.cfg.rooms if r.watch_only)
         self.pipeline.before_apply.append(self.analytics.observe)
         self.pipeline.hooks.append(self.analytics.observe_analyzed)
-        self.bus: Bus = make_bus(self.bus_url, self.pipeline, role=self.bus_role, store=self.store)
+        if self.bus_url is None:
+            self.bus_url = self.cfg.bus.url
+        if self.bus_role is None:
+            self.bus_role = self.cfg.bus.role
+        self.bus: Bus = make_bus(self.bus_url, self.pipeline, role=self.bus_role, store=self.store,
+                                 settings=self.cfg.bus)
+        self._restored: set[tuple[str, str]] = set()
+        if hasattr(self.bus, "on_take") and self.store is not None:
+            self.bus.on_take = self._restore_taken_room
         if self.bus.role is BusRole.WORKER:
             # A worker analyses the rooms it owns on the bus; the configured sources run elsewhere.
             self.sources = []
@@ -386,6 +394,9 @@ class App:
         info = self.store.session(session_id)
         if info is None or info.room != room:
             return 0  # a new session id: nothing to restore
+        if (room, session_id) in self._restored and room in self.pipeline.states:
+            return 0  # already read back (--session, then the bus taking the room): never count twice
+        self._restored.add((room, session_id))
         n = 0
         for ev, an in self.store.iter_events(session_id, chunk=20_000):
             self.pipeline.remember(ev)
@@ -395,6 +406,14 @@ class App:
                 self.analytics.observe_analyzed((ev,), (an,))
             n += 1
         return n
+
+    def _restore_taken_room(self, room: str, session_id: str | None) -> None:
+        """A shared bus gave this worker `room` (a worker died, or rebalancing): continue its state."""
+        if session_id is None:
+            return
+        n = self.restore_session(room, session_id)
+        if n:
+            log.info("room=%s taken over: %d stored events of session %s read back", room, n, session_id)
 
     def request_stop(self) -> None:
         """Signal-safe: SIGINT/SIGTERM only ask for a stop; run() does the ordered shutdown."""

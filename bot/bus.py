@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
+    from bot.config import BusConfig
     from bot.events import Event
     from bot.outputs.store import Store
     from bot.pipeline import Pipeline
@@ -84,18 +85,25 @@ class LocalBus:
 
 def make_bus(
     url: str | None, pipeline: Pipeline, *, role: BusRole | str = BusRole.ALL, store: Store | None = None,
+    settings: BusConfig | None = None,
 ) -> Bus:
     """`None`/"" = the in-process queue; `redis://HOST:PORT/DB` (or rediss://, unix://) = Redis Streams.
 
+    `settings` ([bus] in the config) gives the Redis key prefix, stream cap, lease and claim times.
     Raises ConfigError for an unknown scheme or a role the in-process queue cannot play.
     """
     role = BusRole(role)
     if not url or url == "local":
         if role is not BusRole.ALL:
-            raise ConfigError(f"--role {role} needs a shared bus (--bus redis://HOST:PORT)", key="bus")
+            raise ConfigError(f"role {role} needs a shared bus (--bus or bus.url = redis://HOST:PORT)",
+                              key="bus.role")
         return LocalBus(pipeline)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from bot.bus_redis import RedisBus
 
-        return RedisBus(url, pipeline, role=role, store=store)
-    raise ConfigError(f"unsupported bus {url!r}: use redis://HOST:PORT[/DB]", key="bus")
+        extra: dict[str, Any] = {}
+        if settings is not None:
+            extra = {"prefix": settings.prefix, "maxlen": settings.maxlen, "lease_ms": settings.lease_ms,
+                     "claim_idle_ms": settings.claim_idle_ms}
+        return RedisBus(url, pipeline, role=role, store=store, **extra)
+    raise ConfigError(f"unsupported bus {url!r}: use redis://HOST:PORT[/DB]", key="bus.url")

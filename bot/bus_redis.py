@@ -34,6 +34,7 @@ import socket
 import uuid
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,8 @@ class RedisBusStats:
     redis_errors: int = 0
     rooms_taken: int = 0
     rooms_lost: int = 0
+    rooms_handed_off: int = 0
+    """Rooms given up to a worker with fewer (rebalancing after a worker joined)."""
 
 
 def encode_event(event: Event) -> str:
@@ -170,6 +173,13 @@ class RedisBus:
         self._sessions_shared: dict[str, str] = {}
         self._worker: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
+        self._handoff: set[str] = set()
+        """Owned rooms being handed to a worker with fewer: no longer read, released once stored."""
+        self._released: dict[str, float] = {}
+        """Room → monotonic time this worker handed it off (not taken back within a lease)."""
+        self.on_take: Callable[[str, str | None], object] | None = None
+        """Called with (room, session id or None) before a taken room is read: the App restores the room's
+        state from a shared store there."""
         self._wake = asyncio.Event()
         self._next_claim = 0.0
         self._logged_down = False
@@ -409,14 +419,42 @@ class RedisBus:
         async for _ in r.scan_iter(match=self._key("worker", "*"), count=100):
             workers += 1
         fair = -(-len(rooms) // max(1, workers))
+        await self._rebalance(fair)
+        now = monotonic()
         # Each worker tries rooms in its own order, so workers starting together spread out.
-        for room in sorted(rooms, key=lambda name: zlib.crc32(f"{self.name}/{name}".encode())):
+        for room in sorted(rooms, key=self._preference):
             if len(self.owned) >= fair:
                 break
-            if room in self.owned:
+            if room in self.owned or now - self._released.get(room, -1e18) < self._lease_ms / 1000:
                 continue
             if await r.set(self._key("owner", room), self.name, nx=True, px=self._lease_ms):
                 await self._take(room)
+
+    def _preference(self, room: str) -> int:
+        return zlib.crc32(f"{self.name}/{room}".encode())
+
+    async def _rebalance(self, fair: int) -> None:
+        """Hand rooms above the fair share to workers with fewer (one joined): stop reading them, and
+        release each lease once every event read from it is stored and acknowledged. The taker claims
+        nothing then, reads on from the group's position and continues the session."""
+        excess = len(self.owned) - len(self._handoff) - fair
+        if excess > 0:
+            for room in sorted(self.owned - self._handoff, key=self._preference, reverse=True)[:excess]:
+                self._handoff.add(room)
+                log.info("room=%s handing off: worker %s holds more than its fair share (%d)",
+                         room, self.name, fair)
+        for room in sorted(self._handoff):
+            stream = self.stream(room)
+            if any(key == stream for key, _ in self._inflight.values()):
+                continue  # still being analysed or stored: release on a later round
+            await self._flush_acks()
+            await self._release(keys=[self._key("owner", room)], args=[self.name])
+            self._handoff.discard(room)
+            self.owned.discard(room)
+            self._released[room] = monotonic()
+            self._pipeline.forget_room(room)
+            self.stats.rooms_handed_off += 1
+            log.info("room=%s handed off by worker %s", room, self.name)
 
     async def _take(self, room: str) -> None:
         await self._ensure_groups({room})
@@ -424,6 +462,11 @@ class RedisBus:
             sid: Any = await self._r.get(self._key("session", room))
             if sid is not None:
                 self._pipeline.session_ids[room] = _text(sid)
+        if self.on_take is not None:
+            try:
+                self.on_take(room, self._pipeline.sessions.get(room) or self._pipeline.session_ids.get(room))
+            except Exception:
+                log.exception("room=%s restoring the taken room failed; it starts from its new events", room)
         self.owned.add(room)
         self._claim_now.add(room)
         self._wake.set()
@@ -441,7 +484,7 @@ class RedisBus:
 
     async def _claim_pending(self) -> None:
         """Claim entries pending too long (just-taken rooms: all of them, their owner is gone)."""
-        for room in sorted(self.owned):
+        for room in sorted(self.owned - self._handoff):
             min_idle = 0 if room in self._claim_now else self._claim_idle_ms
             cursor: bytes | str = "0-0"
             while True:
@@ -466,7 +509,7 @@ class RedisBus:
         if self._redis is None:
             return
         try:
-            for room in self.owned:
+            for room in sorted(self.owned):  # a copy: the lease loop may change it while we await
                 last: Any = await self._r.xrevrange(self.stream(room), count=1)
                 if last:
                     self._drain_marks[room] = _id_key(last[0][0])
@@ -475,7 +518,7 @@ class RedisBus:
 
     async def _read(self) -> bool:
         """One XREADGROUP over the owned rooms; True when it brought entries to handle."""
-        rooms = sorted(room for room in self.owned if not self._drained(room))
+        rooms = sorted(room for room in self.owned - self._handoff if not self._drained(room))
         if not rooms:
             if not self._draining:
                 await self._pause(self._lease_ms / 3000)

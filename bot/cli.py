@@ -120,9 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         for room, sid in sorted(app.pipeline.sessions.items()):
             print(f"  [{room}] 会话 {sid}", file=sys.stderr)
-        if args.bus:
+        if app.bus_url:
             bus = app.bus.status()
-            print(f"  总线 {args.role}: 发布 {bus.get('published', 0)}, 读取 {bus.get('consumed', 0)}, "
+            print(f"  总线 {app.bus_role}: 发布 {bus.get('published', 0)}, 读取 {bus.get('consumed', 0)}, "
                   f"确认 {bus.get('acked', 0)}, 接管认领 {bus.get('claimed', 0)}", file=sys.stderr)
         if app.ingest is not None and app.ingest.unmatched:
             keys = ", ".join(f"{k} ×{n}" for k, n in app.ingest.unmatched.most_common(5))
@@ -677,10 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bus", metavar="URL",
                    help="redis://HOST:PORT[/DB]: sources publish events to Redis Streams and workers analyse "
                         "the rooms they own, across processes and machines (pip install 'livebot[redis]'); "
-                        "default: the in-process queue")
-    p.add_argument("--role", choices=("all", "sources", "worker"), default="all",
-                   help="with --bus: all = run the sources and analyse (default); sources = publish only; "
-                        "worker = analyse the rooms on the bus, run no sources")
+                        "default: bus.url of the config (\"\" = the in-process queue)")
+    p.add_argument("--role", choices=("all", "sources", "worker"), default=None,
+                   help="with a shared bus: all = run the sources and analyse; sources = publish only; "
+                        "worker = analyse the rooms on the bus, run no sources (default: bus.role, all)")
 
     p = add("record", cmd_record, "connect to one live room and write its events as a replay JSONL log")
     p.add_argument("--platform", required=True, choices=("bilibili", "douyin", "generic"))

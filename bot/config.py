@@ -434,6 +434,32 @@ class IngestConfig(_Section):
     is refused, so a web page cannot inject comments. Scrapers and plugins send no Origin."""
 
 
+class BusConfig(_Section):
+    url: str = ""
+    """Where sources hand events to analysis: "" = the in-process queue (one machine); redis://HOST:PORT[/DB]
+    (or rediss://, unix://) = Redis Streams shared by several processes or machines. `--bus` overrides."""
+    role: Literal["all", "sources", "worker"] = "all"
+    """With a shared bus: all = run the sources and analyse; sources = publish only; worker = analyse the
+    rooms on the bus, run no sources. `--role` overrides."""
+    prefix: str = Field("livebot:", min_length=1, max_length=64)
+    """Key prefix in Redis (several installations can share one server with different prefixes)."""
+    maxlen: int = Field(100_000, ge=1_000, le=100_000_000)
+    """Approximate cap of each room's stream: entries trimmed before a worker read them are lost, so keep it
+    above the longest backlog a room may build (100,000 = over 5 minutes at 300 comments/s)."""
+    lease_ms: int = Field(10_000, ge=1_000, le=600_000)
+    """A worker owns a room while it renews this lease; a dead worker's rooms move on after it lapses."""
+    claim_idle_ms: int = Field(30_000, ge=1_000, le=3_600_000)
+    """Entries pending (read, not stored and acknowledged) longer than this are claimed and processed again."""
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        v = v.strip()
+        if v and v != "local" and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"unsupported bus {v!r}: use redis://HOST:PORT[/DB], or \"\" for the in-process queue")
+        return v
+
+
 class Config(_Section):
     data_dir: str = "./data"
 
@@ -447,6 +473,7 @@ class Config(_Section):
     advisors: AdvisorsConfig = AdvisorsConfig()
     alerts: AlertsConfig = AlertsConfig()
     ingest: IngestConfig = IngestConfig()
+    bus: BusConfig = BusConfig()
     rooms: tuple[RoomConfig, ...] = Field(default_factory=_default_rooms, min_length=1)
 
     @model_validator(mode="after")

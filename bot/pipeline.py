@@ -466,6 +466,14 @@ class Pipeline:
             log.exception("room=%s could not store %d events", room, len(events))
             return False
 
+    def forget_room(self, room: str) -> None:
+        """Another worker took `room` over (bus rebalancing): drop its state, and its session so this
+        process does not end a session the other one continues."""
+        self.states.pop(room, None)
+        self.sessions.pop(room, None)
+        self.session_ids.pop(room, None)
+        self._degraded_rooms.discard(room)
+
     def remember(self, ev: Event) -> None:
         """Count `ev` as already received (a resumed session's stored events), for deduplication."""
         self._dedup.seen(ev)

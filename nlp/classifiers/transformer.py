@@ -34,6 +34,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import logging as hf_logging
 
 from bot.errors import ModelError
 from nlp.classifiers.base import Prediction
@@ -255,6 +256,8 @@ class TransformerClassifier:
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         source, local = resolve_model(model, allow_hub=allow_hub)
+        # A "Loading weights" progress bar per load is noise on a service's terminal and in eval output.
+        hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local or not allow_hub)
             net = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=local or not allow_hub)

@@ -16,6 +16,7 @@ import pytest
 
 from bot.bus import BusRole, LocalBus, make_bus
 from bot.clock import SystemClock
+from bot.config import parse_config
 from bot.errors import ConfigError
 from bot.events import Event, EventKind
 from bot.outputs.store import Store
@@ -239,6 +240,58 @@ async def test_workers_take_a_fair_share_of_rooms(url: str) -> None:
         await b.close()
 
 
+async def test_a_joining_worker_gets_its_share_and_nothing_is_lost_or_doubled(
+    url: str, r: Any, tmp_path: Path
+) -> None:
+    """Rebalancing: A owns all four rooms; B joins; A stops reading two of them, releases each once what
+    it read is stored, and B takes them, restores their state from the shared store and reads on."""
+    rooms = [f"room{i}" for i in range(4)]
+    with Store.open(tmp_path / "s.db") as store:
+        pipe_a, pipe_b = pipeline(store), pipeline(store)
+        a = RedisBus(url, pipe_a, role=BusRole.WORKER, store=store, name="a", lease_ms=300)
+        b = RedisBus(url, pipe_b, role=BusRole.WORKER, store=store, name="b", lease_ms=300)
+        taken: list[tuple[str, str | None]] = []
+
+        def restore(room: str, sid: str | None) -> None:
+            taken.append((room, sid))
+            if sid is not None:
+                for ev, an in store.iter_events(sid):
+                    pipe_b.remember(ev)
+                    pipe_b.state(ev.room).apply(ev, an)
+
+        b.on_take = restore
+        await publish_all(url, [chat(i, room=rooms[i % 4]) for i in range(400)])
+        tasks = [asyncio.create_task(p.run()) for p in (pipe_a, pipe_b)]
+        await a.start()
+        await until(lambda: pipe_a.stats.stored == 400)
+        assert a.owned == set(rooms)
+        await b.start()
+        await until(lambda: len(a.owned) == 2 and len(b.owned) == 2)
+        assert a.stats.rooms_handed_off == 2 and not a.owned & b.owned
+        # B continues the handed-off rooms' sessions, with their state read back.
+        assert sorted(room for room, _ in taken) == sorted(b.owned)
+        for room in b.owned:
+            sid = dict(taken)[room]
+            assert sid is not None and sid.endswith(f"-{room}")
+            assert pipe_b.state(room).totals.comments == 100
+            assert room not in pipe_a.states and room not in pipe_a.sessions  # A won't end B's session
+        await publish_all(url, [chat(i, room=rooms[i % 4]) for i in range(400, 800)])
+        await until(lambda: pipe_a.stats.stored + pipe_b.stats.stored == 800)
+        for room in b.owned:
+            assert pipe_b.state(room).totals.comments == 200
+        for bus, pipe, task in ((a, pipe_a, tasks[0]), (b, pipe_b, tasks[1])):
+            await bus.stop_intake()
+            await pipe.stop()
+            await task
+            await bus.close()
+            pipe.close()
+        assert stored(store) == (800, 800)
+        assert len(store.sessions()) == 4  # one per room, continued across the handover
+        assert pipe_b.stats.stored == 200 and pipe_a.stats.stored == 600
+    for room in rooms:
+        assert await pending(r, room) == 0
+
+
 async def test_bad_entries_are_counted_and_acknowledged(url: str, r: Any, tmp_path: Path) -> None:
     await r.xadd("livebot:events:r1", {"e": b"{not json"})
     await r.xadd("livebot:events:r1", {"other": b"x"})
@@ -288,3 +341,35 @@ def test_make_bus() -> None:
         make_bus(None, pipe, role="worker")
     with pytest.raises(ConfigError, match="unsupported bus"):
         make_bus("kafka://x", pipe)
+    # [bus] settings reach the Redis bus: key prefix, stream cap, lease and claim times.
+    cfg = parse_config({"bus": {"url": "redis://127.0.0.1:6379/0", "prefix": "shop1:", "maxlen": 5000,
+                                "lease_ms": 3000, "claim_idle_ms": 9000}})
+    bus = make_bus(cfg.bus.url, pipe, role=cfg.bus.role, settings=cfg.bus)
+    assert isinstance(bus, RedisBus)
+    assert bus.stream("a") == "shop1:events:a"
+    assert (bus._maxlen, bus._lease_ms, bus._claim_idle_ms) == (5000, 3000, 9000)
+
+
+def test_the_app_restores_a_room_the_bus_hands_it(tmp_path: Path) -> None:
+    """The App hooks the bus: a room taken over from another worker continues from the shared store."""
+    import io
+
+    from bot.app import App
+
+    cfg = parse_config({"data_dir": str(tmp_path), "status": {"terminal": False}, "screen": {"enabled": False},
+                        "bus": {"url": "redis://127.0.0.1:1/0", "role": "worker"}, "rooms": [{"name": "r1"}]})
+    with Store.open(cfg.store_path) as store:
+        sid = store.start_session("r1", T0)
+        events = [chat(i) for i in range(30)]
+        store.write_batch(sid, events, Analyzer("rules").analyze([ev.text or "" for ev in events]))
+    app = App(cfg, out=io.StringIO())
+    try:
+        assert isinstance(app.bus, RedisBus) and app.bus.on_take is not None
+        app.bus.on_take("r1", sid)
+        assert app.pipeline.state("r1").totals.comments == 30
+        app.bus.on_take("r1", sid)  # taken again later in the same process: not counted twice
+        assert app.pipeline.state("r1").totals.comments == 30
+        app.bus.on_take("r1", None)  # a room nobody has analysed yet: nothing to read
+    finally:
+        assert app.store is not None
+        app.store.close()

@@ -41,6 +41,8 @@ def test_partial_file_takes_defaults(tmp_path: Path) -> None:
         ("[[rooms]]\nname = \"a\"\n[[rooms.sources]]\nkind = \"simulator\"\nrate = -1\n", "rooms[0].sources[0].rate"),
         ("[[rooms]]\nname = \"a\"\n[[rooms.sources]]\nkind = \"replay\"\n", "rooms[0].sources[0].path"),
         ("bogus = 1\n", "bogus"),
+        ("[bus]\nurl = \"kafka://x:9092\"\n", "bus.url"),
+        ("[bus]\nrole = \"boss\"\n", "bus.role"),
     ],
 )
 def test_bad_key_or_value_names_the_dotted_key(tmp_path: Path, text: str, key: str) -> None:
