@@ -17,6 +17,7 @@ from typing import Any
 from bot import __version__
 from bot.config import Config, load_config
 from bot.errors import LivebotError
+from nlp.train_args import add_train_arguments
 
 log = logging.getLogger("livebot")
 
@@ -643,6 +644,20 @@ def _scripts_help(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.data is not None and not args.data.is_dir():
+        raise LivebotError(f"--data {args.data}: no such directory (it holds reviews_train.tsv and "
+                           "livechat_train.tsv, e.g. ../shared/data/train)")
+    if args.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)  # progress: one line per 200 steps and per epoch
+    from nlp.train import run_from_args
+
+    try:
+        return run_from_args(args)
+    except (ValueError, FileNotFoundError) as e:
+        raise LivebotError(f"train: {e}") from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livebot",
@@ -768,6 +783,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier to evaluate (repeatable; default: the configured one)")
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--json", action="store_true", help="print JSON (one object for one file and classifier)")
+
+    p = add("train", cmd_train,
+            "train the transformer classifier on CPU (deterministic under --seed; see the model card)")
+    add_train_arguments(p)
 
     p = add("bench", cmd_bench, "measure throughput and latency on this machine")
     p.add_argument("--scenario", default="pipeline",

@@ -51,6 +51,7 @@ from nlp.classifiers.transformer import (  # noqa: E402
     blend_with_rules,
     clip_text,
 )
+from nlp.train_args import add_train_arguments  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -735,19 +736,7 @@ def train(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livebot train", description="Train the livecomment classifier.")
-    parser.add_argument("--data", type=Path, default=None, help="../shared/data/train (optional)")
-    parser.add_argument("--out", type=Path, default=MODEL_DIR, help="output model directory")
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--subset", type=int, default=None, help="train on about N labelled texts")
-    parser.add_argument("--max-minutes", type=float, default=45.0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a TrainSettings field (JSON value)",
-    )
+    add_train_arguments(parser)
     return parser
 
 
@@ -764,9 +753,8 @@ def settings_from_overrides(pairs: Sequence[str]) -> TrainSettings:
     return replace(settings, **changes)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def run_from_args(args: argparse.Namespace) -> int:
+    """Train with parsed `add_train_arguments` options; prints one JSON summary line."""
     report = train(
         args.out,
         data_dir=args.data,
@@ -788,6 +776,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run_from_args(args)
 
 
 if __name__ == "__main__":

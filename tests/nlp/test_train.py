@@ -116,3 +116,22 @@ def test_char_encoder_matches_the_saved_tokenizer(tmp_path: Path) -> None:
     encode = CharEncoder(vocab, 32)
     for text in texts:
         assert encode(text) == tokenizer(clip_text(text, 32))["input_ids"], text
+
+
+def test_livebot_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`livebot train` trains with the same options as `python -m nlp.train`; user mistakes are one line."""
+    import json
+
+    from bot.cli import main
+
+    tiny = ["layers=1", "hidden=32", "heads=2", "intermediate=64", "max_chars=48", "ngram_buckets=2048",
+            "epochs=1", "tokens_per_batch=512", "max_batch=16"]
+    args = ["train", "--subset", "48", "--threads", "1", "--out", str(tmp_path / "m")]
+    assert main([*args, *(x for kv in tiny for x in ("--set", kv))]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["out"] == str(tmp_path / "m") and summary["best_epoch"] == 1
+    assert TransformerClassifier(str(tmp_path / "m"), threads=1).predict(["多少钱"])[0].confusion_score >= 0
+    assert main([*args, "--set", "nope=1"]) == 2
+    assert "unknown setting 'nope'" in capsys.readouterr().err
+    assert main([*args, "--data", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
