@@ -477,7 +477,10 @@ class App:
     async def _advisor_tick(self, now: int) -> None:
         """One tick of every room's advisors; new suggestions and state changes go to the sinks."""
         items: list[Suggestion] = []
-        for i, (room, engine) in enumerate(self.engines.items()):
+        # On a shared bus a room's advisors run where its events are analysed: a worker that does not own
+        # a room (or just handed it to another) would advise on an empty or stale state.
+        rooms = [(room, engine) for room, engine in self.engines.items() if self.bus.owns(room)]
+        for i, (room, engine) in enumerate(rooms):
             if i:
                 # Let analysed batches in between rooms: ten rooms' advisors in one go would hold the loop
                 # for tens of ms and show up as event latency.

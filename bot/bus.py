@@ -55,6 +55,10 @@ class Bus(Protocol):
         """The pipeline has drained: acknowledge what it stored, give up rooms, disconnect."""
         ...
 
+    def owns(self, room: str) -> bool:
+        """Whether this process analyses `room` now (its advisors tick only then)."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """Counters for logs and the session summary."""
         ...
@@ -69,6 +73,10 @@ class LocalBus:
 
     async def start(self) -> None:
         return None
+
+    def owns(self, room: str) -> bool:
+        """One process analyses every room."""
+        return True
 
     async def publish(self, event: Event) -> None:
         await self._pipeline.submit(event)

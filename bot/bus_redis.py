@@ -263,6 +263,10 @@ class RedisBus:
             await self._redis.aclose()
             self._redis = None
 
+    def owns(self, room: str) -> bool:
+        """This process analyses `room` now (holds its lease and is not handing it off)."""
+        return room in self.owned and room not in self._handoff
+
     def status(self) -> dict[str, Any]:
         return {"kind": "redis", "worker": self.name, "role": str(self.role), "rooms": sorted(self.owned),
                 **asdict(self.stats)}

@@ -370,6 +370,16 @@ def test_the_app_restores_a_room_the_bus_hands_it(tmp_path: Path) -> None:
         app.bus.on_take("r1", sid)  # taken again later in the same process: not counted twice
         assert app.pipeline.state("r1").totals.comments == 30
         app.bus.on_take("r1", None)  # a room nobody has analysed yet: nothing to read
+        # Advisors tick only the rooms this worker owns: not before it takes r1, nor once it hands it off.
+        engine = app.engines["r1"]
+        asyncio.run(app._advisor_tick(T0 + 60_000))
+        assert engine.ticks == 0
+        app.bus.owned.add("r1")
+        asyncio.run(app._advisor_tick(T0 + 61_000))
+        assert engine.ticks == 1
+        app.bus._handoff.add("r1")
+        asyncio.run(app._advisor_tick(T0 + 62_000))
+        assert engine.ticks == 1
     finally:
         assert app.store is not None
         app.store.close()
