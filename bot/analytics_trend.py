@@ -48,7 +48,7 @@ from bot.outputs.store import Store, StoredAnalysis
 
 if TYPE_CHECKING:
     from bot.config import Config
-    from bot.outputs.report_data import SessionReport
+    from bot.outputs.report_data import OutcomeSummary, SessionReport
 
 MINUTE_MS = 60_000
 MAX_OUTCOME_ROWS = 120
@@ -565,6 +565,25 @@ def extend_report(
     return dataclasses.replace(
         report, extra_panels=tuple(report.extra_panels) + tuple(panels),
         extra_sections=tuple(report.extra_sections) + tuple(sections), notices=notices,
+        outcome=outcome_summary(a, returning, n),
+    )
+
+
+def outcome_summary(a: SessionAnalytics, returning: ReturningStats | None, minutes: int) -> OutcomeSummary:
+    """The figures a comparison table and the CSV export carry, per-minute series cut to `minutes`."""
+    from bot.outputs.report_data import OutcomeSummary
+
+    values = a.score_values(returning.returning_share if returning else None)
+    rows = []
+    for i in range(minutes):
+        m = a.funnel_minutes[i] if i < len(a.funnel_minutes) else None
+        intent = a.intent_minutes[i] if i < len(a.intent_minutes) else 0
+        rows.append((m.new_viewers, m.present, m.interacting, intent) if m else (0, 0, 0, intent))
+    return OutcomeSummary(
+        viewers=a.funnel.viewers, interaction_rate=a.funnel.interaction_rate, avg_watch_s=a.funnel.avg_watch_s,
+        long_share=a.funnel.long_share, follow_rate=a.funnel.follow_rate,
+        returning_share=values["returning_share"], need_match=values["need_match"],
+        intent_per_min=a.intent_per_min, score=session_score(values), minutes=tuple(rows),
     )
 
 

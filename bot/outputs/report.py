@@ -803,6 +803,27 @@ def _comparison_table(reports: Sequence[SessionReport]) -> str:
     add("关注", [h.follows for h in hs], _n)
     add("分享", [h.shares for h in hs], _n)
     add("峰值在线", [h.peak_online or 0 for h in hs], _n)
+    outs = [r.outcome for r in reports]
+    if all(o is not None for o in outs):
+        os_ = [o for o in outs if o is not None]
+
+        def opt(label: str, values: list[float | None], fmt: Any, **kw: Any) -> None:
+            if any(v is not None for v in values):
+                if all(v is not None for v in values):
+                    add(label, [float(v) for v in values if v is not None], fmt, **kw)
+                else:  # a figure missing in one session: no change column for it
+                    rows.append((label, ["—" if v is None else fmt(v) for v in values], ""))
+
+        add("观众 (进房或互动)", [o.viewers for o in os_], _n)
+        opt("互动率", [o.interaction_rate for o in os_], _pct, pp=True)
+        opt("平均观看 (分钟)", [None if o.avg_watch_s is None else o.avg_watch_s / 60 for o in os_],
+            lambda v: f"{v:,.1f}")
+        opt("停留超 5 分钟", [o.long_share for o in os_], _pct, pp=True)
+        opt("关注率", [o.follow_rate for o in os_], _pct, pp=True)
+        opt("回访观众占比", [o.returning_share for o in os_], _pct, pp=True)
+        opt("需求匹配", [o.need_match for o in os_], _pct, pp=True)
+        opt("购买意向 / 分钟", [o.intent_per_min for o in os_], lambda v: f"{v:,.2f}")
+        opt("本场评分 (0–10)", [o.score for o in os_], lambda v: f"{v:.1f}")
     head = "".join(
         f'<th class="n"><span style="color:{_SESSION_COLORS[i % len(_SESSION_COLORS)]}">●</span> '
         f"{_e(_session_name(r))}</th>" for i, r in enumerate(reports)
@@ -880,6 +901,8 @@ MINUTE_COLUMNS: tuple[str, ...] = (
     "购买意向", "不信任", "点赞", "礼物", "礼物金额(元)", "进房", "关注", "分享", "在线人数", "活跃观众",
     "未分析",
 )
+OUTCOME_MINUTE_COLUMNS: tuple[str, ...] = ("新观众", "在场观众", "互动人数", "互动率", "意向弹幕")
+"""Appended when the report carries the outcome analytics (`livebot report` and replay reports do)."""
 QUESTION_COLUMNS: tuple[str, ...] = (
     "话题", "代表问题", "次数", "高峰时间", "高峰分钟次数", "首次", "最后", "问法数", "常见数值",
     "原话1", "原话2", "原话3",
@@ -918,7 +941,14 @@ def write_csv(report: SessionReport, directory: str | Path) -> list[Path]:
             w.writerows(rows)
         paths.append(path)
 
-    write("minutes", MINUTE_COLUMNS, (_minute_row(m) for m in report.minutes))
+    outcome = report.outcome
+    if outcome is None:
+        write("minutes", MINUTE_COLUMNS, (_minute_row(m) for m in report.minutes))
+    else:
+        write("minutes", MINUTE_COLUMNS + OUTCOME_MINUTE_COLUMNS, (
+            _minute_row(m) + [new, present, acting, "" if not present else round(acting / present, 4), intent]
+            for m, (new, present, acting, intent) in zip(report.minutes, outcome.minutes, strict=True)
+        ))
     write("questions", QUESTION_COLUMNS, (
         [topic_label(q.topic), q.label, q.count, format_datetime(q.peak_ts), q.peak_count,
          format_datetime(q.first_ts, seconds=True), format_datetime(q.last_ts, seconds=True), q.variants,
@@ -946,14 +976,15 @@ def write_reports(
 ) -> list[SessionReport]:
     """Build the reports of `(store, session_id)` pairs; write one HTML (a comparison for several) and CSVs.
 
-    With `analytics`, a single-session report also gets the outcome analytics (bot.analytics_trend):
-    funnel, returning viewers, need match, before/after of accepted suggestions, benchmark rooms, coverage.
+    With `analytics`, each report also gets the outcome analytics (bot.analytics_trend): funnel, returning
+    viewers, need match, before/after of accepted suggestions, benchmark rooms, coverage; a comparison adds
+    their headline figures as rows and the CSV their per-minute funnel.
 
     Raises:
         KeyError: a session is not in its store.
     """
-    if analytics is not None and len(sources) == 1:
-        reports = [_with_analytics(sources[0][0], sources[0][1], targets, analytics)]
+    if analytics is not None:
+        reports = [_with_analytics(store, sid, targets, analytics) for store, sid in sources]
     else:
         reports = [build_session_report(store, sid, targets=targets) for store, sid in sources]
     if out is not None:

@@ -370,6 +370,27 @@ class Targets:
 
 
 @dataclass(frozen=True, slots=True)
+class OutcomeSummary:
+    """The outcome analytics' figures that comparisons and CSV exports carry (bot.analytics_trend)."""
+
+    viewers: int
+    interaction_rate: float | None
+    avg_watch_s: float | None
+    long_share: float | None
+    """Viewers who stayed over 5 minutes (they convert about 3×)."""
+    follow_rate: float | None
+    returning_share: float | None
+    """None when the room has no earlier stored session."""
+    need_match: float | None
+    """None with fewer than 10 classified questions."""
+    intent_per_min: float | None
+    score: float | None
+    """The 0–10 session score."""
+    minutes: tuple[tuple[int, int, int, int], ...] = ()
+    """Per report minute: (new viewers, viewers present, viewers interacting, buying-intent comments)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SessionReport:
     """Everything one session's report shows; renderers and CSV export read only this."""
 
@@ -395,6 +416,8 @@ class SessionReport:
     extra_panels: tuple[SeriesPanel, ...] = ()
     extra_sections: tuple[HtmlSection, ...] = ()
     notices: tuple[str, ...] = ()
+    outcome: OutcomeSummary | None = None
+    """Set when the report was built with the outcome analytics."""
     """Warnings shown at the top of the report (e.g. low data coverage, from bot.analytics_trend)."""
 
     @property

@@ -560,3 +560,37 @@ def test_live_session_without_replay_stats_or_analyses(tmp_path: Path) -> None:
     assert "连衣裙" in words and not any("赞" in w for w in words)
     page = render_report(r)
     assert "本场弹幕未经分析" in page and "未分析 3" in page and "<th>文件</th>" not in page
+
+
+def test_comparison_and_csv_carry_the_outcome_analytics(tmp_path: Path, two_weeks: tuple[Path, Path]) -> None:
+    """With the analytics (what `livebot report` uses), a comparison adds their headline rows and the CSV
+    their per-minute funnel; the figures agree with the report's own pass."""
+    from bot.analytics_trend import AnalyticsSettings
+    from bot.outputs.report import OUTCOME_MINUTE_COLUMNS, write_reports
+
+    store = Store.open(tmp_path / "cmp.db")
+    cfg = _config(tmp_path)
+    ids = [_replay(p, cfg, store) for p in two_weeks]
+    out = tmp_path / "cmp.html"
+    reports = write_reports([(store, sid) for sid in ids], out, csv_dir=tmp_path / "csv",
+                            analytics=AnalyticsSettings())
+    store.close()
+    page = out.read_text(encoding="utf-8")
+    for label in ("互动率", "平均观看 (分钟)", "停留超 5 分钟", "购买意向 / 分钟", "本场评分 (0–10)"):
+        assert f"<td>{label}</td>" in page, label
+    # The second week's viewers all came the week before: returning share 100 %, first week has none ("—").
+    assert reports[0].outcome is not None and reports[1].outcome is not None
+    assert reports[0].outcome.returning_share is None and reports[1].outcome.returning_share == 1.0
+    assert "<td>回访观众占比</td><td class=\"n\">—</td>" in page
+    for r in reports:
+        assert r.outcome is not None
+        path = tmp_path / "csv" / f"{r.session_id}-minutes.csv"
+        rows = list(csv.DictReader(path.open(encoding="utf-8-sig", newline="")))
+        assert list(rows[0])[-len(OUTCOME_MINUTE_COLUMNS):] == list(OUTCOME_MINUTE_COLUMNS)
+        assert sum(int(m["意向弹幕"]) for m in rows) == r.headline.buying_intent == sum(
+            int(m["购买意向"]) for m in rows)
+        assert sum(int(m["新观众"]) for m in rows) == r.outcome.viewers
+        for m in rows:
+            present, acting = int(m["在场观众"]), int(m["互动人数"])
+            assert acting <= present and (m["互动率"] == "" if not present else
+                                          float(m["互动率"]) == round(acting / present, 4))
