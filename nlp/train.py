@@ -43,6 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from nlp.classifiers.transformer import (  # noqa: E402
     MODEL_DIR,
@@ -91,8 +92,9 @@ class TrainSettings:
     ngram_buckets: int = 1 << 19
     ngram_orders: tuple[int, ...] = (1, 2, 3)
     dropout: float = 0.1
-    mlm_epochs: float = 1.0
-    """Passes of masked-LM pretraining over all training texts (0 = none)."""
+    mlm_epochs: float = 2.0
+    """Passes of masked-LM pretraining over all training texts (0 = none). 2 beat 1 on the validation
+    score (0.809 vs 0.797, mostly the review corpora); 3 did not fit the pretraining time budget."""
     mlm_lr: float = 1e-3
     epochs: int = 4
     lr: float = 5e-4
@@ -593,6 +595,7 @@ def train(
         max_minutes: wall-clock cap for the whole run.
     """
     settings = settings or TrainSettings()
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar is noise in a training log
     started = time.monotonic()
     cpu_started = time.process_time()
     deadline = started + max_minutes * 60.0
