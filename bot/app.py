@@ -387,14 +387,16 @@ class App:
         analytics continue from the last run, and a source that replays its last messages after the
         restart is deduplicated against them. Returns how many events were read back.
 
-        Advisor memory (pending suggestions, coupon budget) is not stored, so advisors start afresh.
+        The advisors continue too (AdvisorEngine.resume): coupon drops count against the budget, the room
+        stays in its segment, checklist ticks stay ticked; the old run's pending suggestions lapse.
         """
         if self.store is None:
             raise LivebotError("resuming a session needs [store] enabled = true")
         info = self.store.session(session_id)
         if info is None or info.room != room:
             return 0  # a new session id: nothing to restore
-        if (room, session_id) in self._restored and room in self.pipeline.states:
+        first = (room, session_id) not in self._restored
+        if not first and room in self.pipeline.states:
             return 0  # already read back (--session, then the bus taking the room): never count twice
         self._restored.add((room, session_id))
         n = 0
@@ -405,6 +407,10 @@ class App:
             if an is not None:
                 self.analytics.observe_analyzed((ev,), (an,))
             n += 1
+        engine = self.engines.get(room)
+        if engine is not None and first:  # the engine's memory outlives a handed-off room's state
+            restored = engine.resume(info.started_ts, self.store.suggestions(session_id), self.store.marks(session_id))
+            log.info("room=%s resumed session %s: %d events, advisors: %s", room, session_id, n, restored)
         return n
 
     def _restore_taken_room(self, room: str, session_id: str | None) -> None:

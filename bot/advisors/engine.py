@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bot.advisors import votes
@@ -322,6 +323,51 @@ class AdvisorEngine:
             if s is not None:
                 return self._resolve(s, SuggestionState.ACCEPTED, now, dropped_ts=now)
         return None
+
+    def resume(
+        self, started_ts: int, suggestions: Sequence[Mapping[str, Any]], marks: Sequence[Mapping[str, Any]],
+    ) -> dict[str, int]:
+        """Continue a stored session after a restart: coupon drops (the budget and cadence go on from them),
+        the segment the room is in, and the opening checklist. Pending suggestions of the old run are not
+        taken over (their countdowns belong to a process that is gone). Returns what was restored.
+        """
+        mem = self.memory
+        if mem.started_ts is None:
+            self._start(started_ts)
+        steps: list[tuple[int, int, str, str]] = []
+        for s in suggestions:
+            if s.get("state") != str(SuggestionState.ACCEPTED):
+                continue
+            data = s.get("data") or {}
+            if s.get("kind") == str(SuggestionKind.COUPON):
+                at = data.get("dropped_ts") or data.get("due_ts") or s["created_ts"]
+                steps.append((int(at), 0, "coupon", ""))
+            elif s.get("kind") == str(SuggestionKind.SCRIPT_SWITCH) and s.get("segment"):
+                steps.append((int(data.get("state_ts") or s["created_ts"]), 1, "segment", str(s["segment"])))
+        for m in marks:
+            kind, key, ts = str(m.get("kind")), str(m.get("key") or ""), int(m["ts"])
+            if kind in ("coupon", "segment"):
+                steps.append((ts, 0 if kind == "coupon" else 1, kind, key))
+            elif kind == "checklist":
+                done = bool((m.get("data") or {}).get("done", True))
+                steps.append((ts, 2, "check" if done else "uncheck", key))
+        counts = {"coupons": 0, "segments": 0, "checklist": 0}
+        for ts, _, kind, key in sorted(steps):
+            if kind == "coupon":
+                self.coupons.dropped(mem, None, ts)
+                counts["coupons"] += 1
+            elif kind == "segment" and self.plan.segment(key) is not None:
+                self.switch.switched(mem, key, ts)
+                counts["segments"] += 1
+            elif kind in ("check", "uncheck"):
+                try:
+                    self.timing.check_item(mem, key, ts, done=kind == "check")
+                    counts["checklist"] += 1
+                except ValueError:
+                    pass  # the run-sheet changed since: an item it no longer has
+        if self._state is not None:
+            self._state.segment = mem.segment
+        return counts
 
     def pause_prompts(self, now_ms: int | None = None, *, seconds: float | None = None) -> None:
         now = self._now(now_ms)

@@ -154,6 +154,11 @@ class RoomActions:
         result = {"ok": True}
         if name is ActionName.SET_SEGMENT:
             result["segment"] = action["segment"]
+            # Kept so a resumed session's advisors continue in this segment (AdvisorEngine.resume).
+            await self._mark(state.room, "segment", str(action["segment"]), now, {})
+        elif name is ActionName.COUPON_DROPPED and out is None:
+            # The host's own drop (no suggestion confirmed): kept so a resume counts it against the budget.
+            await self._mark(state.room, "coupon", str(now), now, {})  # one mark per drop (latest per key wins)
         elif name is ActionName.CHECK_ITEM:
             done = bool(action.get("done", True))
             result |= {"item": action["item"], "done": done}

@@ -161,3 +161,40 @@ def test_engine_with_a_clock_and_builder() -> None:
         build_engine(ROOM, AdvisorsConfig(script="nope"))
     with pytest.raises(RuntimeError, match="no clock"):
         AdvisorEngine(ROOM, engine.plan, AdvisorsConfig()).tick(state)
+
+
+def test_resume_continues_coupons_segment_and_checklist_from_the_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A restarted service reads the stored session back: drops count against the budget and set the
+    cadence, the room stays in its segment, ticked checklist items stay ticked; old pending advice lapses."""
+    from bot.outputs.store import Store
+
+    room = Room(follow=False)
+    size_burst(room)
+    (switch,) = room.of(SWITCH)
+    accepted_switch = room.engine.accept(switch.id, room.now)
+    assert accepted_switch is not None and room.engine.memory.segment == "尺码答疑"
+    store = Store.open(tmp_path / "s.db")
+    sid = store.start_session(ROOM, START_MS)
+    for s in room.state.suggestions:
+        store.save_suggestion(sid, s)
+    store.set_suggestion_state(sid, switch.id, "accepted", room.now)
+    drop1, drop2 = START_MS + 30_000, START_MS + 60_000
+    store.save_mark(sid, "coupon", str(drop1), drop1, {})  # the host's own drops, from the control view
+    store.save_mark(sid, "coupon", str(drop2), drop2, {})
+    store.save_mark(sid, "checklist", "人设", START_MS + 40_000, {"done": True})
+    store.save_mark(sid, "checklist", "不存在的项", START_MS + 41_000, {"done": True})  # sheet changed since
+
+    fresh = Room(follow=False)
+    restored = fresh.engine.resume(START_MS, store.suggestions(sid), store.marks(sid))
+    store.close()
+    assert restored == {"coupons": 2, "segments": 1, "checklist": 1}
+    mem = fresh.engine.memory
+    assert mem.started_ts == START_MS and mem.segment == "尺码答疑"
+    assert mem.segment_since == accepted_switch.data["state_ts"]
+    assert mem.coupons.drops == [drop1, drop2]
+    assert mem.coupons.next_due == drop2 + fresh.engine.coupons.s.cadence_s * 1000
+    assert "人设" in mem.timing.checked
+    status = fresh.engine.status(room.now)
+    assert status["segment"] == "尺码答疑"
+    assert status["coupon"]["budget_used"] == 2 and status["coupon"]["reason"] == "cadence"
+    assert fresh.engine.pending == []  # the old run's pending suggestions are not taken over

@@ -766,6 +766,9 @@ async def test_actions_are_routed_to_the_advisor_engine(
         assert room.state.segment == "尺码答疑"
 
         assert (await act(action="coupon_dropped"))["ok"] is True  # the host's own drop is recorded
+        # Both are kept in the store, so a resumed session's advisors continue from them.
+        assert [m["key"] for m in room.store.marks(room.session, "segment")] == ["尺码答疑"]
+        assert [m["ts"] for m in room.store.marks(room.session, "coupon")] == [clock.now_ms()]
         assert (await act(action="accept", id="unknown"))["error"] == "not_found"
 
 
