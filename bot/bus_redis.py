@@ -88,6 +88,8 @@ class RedisBusStats:
     rooms_lost: int = 0
     rooms_handed_off: int = 0
     """Rooms given up to a worker with fewer (rebalancing after a worker joined)."""
+    rooms_idle: int = 0
+    """Rooms given up because their show went quiet for `session_idle_ms` (sessions ended)."""
 
 
 def encode_event(event: Event) -> str:
@@ -422,17 +424,75 @@ class RedisBus:
         workers = 0
         async for _ in r.scan_iter(match=self._key("worker", "*"), count=100):
             workers += 1
-        fair = -(-len(rooms) // max(1, workers))
+        active, now_ms = await self._active_rooms(rooms)
+        await self._release_idle(active, now_ms)
+        fair = -(-len(active) // max(1, workers))
         await self._rebalance(fair)
         now = monotonic()
         # Each worker tries rooms in its own order, so workers starting together spread out.
-        for room in sorted(rooms, key=self._preference):
+        for room in sorted(active, key=self._preference):
             if len(self.owned) >= fair:
                 break
             if room in self.owned or now - self._released.get(room, -1e18) < self._lease_ms / 1000:
                 continue
             if await r.set(self._key("owner", room), self.name, nx=True, px=self._lease_ms):
                 await self._take(room)
+
+    async def _active_rooms(self, rooms: list[str]) -> tuple[set[str], int]:
+        """Rooms worth a worker: an event within `session_idle_ms`, or entries not yet read or acknowledged.
+
+        A room whose show ended long ago stays in the `rooms` set (a new event makes it active again) but
+        neither counts in the fair share nor holds a lease.
+        """
+        r = self._r
+        sec, usec = await r.time()
+        now_ms = int(sec) * 1000 + int(usec) // 1000
+        horizon = now_ms - self._session_idle_ms
+        pipe = r.pipeline(transaction=False)
+        for room in rooms:
+            pipe.xrevrange(self.stream(room), count=1)
+            pipe.xinfo_groups(self.stream(room))
+        replies = await pipe.execute(raise_on_error=False)
+        active: set[str] = set()
+        for i, room in enumerate(rooms):
+            last, groups = replies[2 * i], replies[2 * i + 1]
+            if isinstance(last, Exception) or not last:
+                continue  # no stream (yet), or empty
+            last_id = _id_key(last[0][0])
+            if last_id[0] >= horizon:
+                active.add(room)
+                continue
+            group = None if isinstance(groups, Exception) else next(
+                (g for g in groups if _text(g.get("name", b"")) == GROUP), None)
+            delivered = _id_key(group["last-delivered-id"]) if group is not None else (0, 0)
+            if group is None or int(group.get("pending", 0)) > 0 or delivered < last_id:
+                active.add(room)  # unread or unacknowledged entries: someone must finish them
+        return active, now_ms
+
+    async def _release_idle(self, active: set[str], now_ms: int) -> None:
+        """Give up owned rooms that went quiet (nothing in flight either) and end their sessions: a room
+        idle for `session_idle_ms` has ended its show; its next event starts a new session."""
+        for room in sorted(self.owned - active - self._handoff):
+            stream = self.stream(room)
+            if any(key == stream for key, _ in self._inflight.values()):
+                continue
+            await self._flush_acks()
+            await self._release(keys=[self._key("owner", room)], args=[self.name])
+            await self._r.delete(self._key("session", room))
+            self.owned.discard(room)
+            self._sessions_shared.pop(room, None)
+            sid = self._pipeline.sessions.get(room)
+            state = self._pipeline.states.get(room)
+            if self._store is not None and sid is not None:
+                ended = state.totals.last_ms if state is not None and state.totals.last_ms else now_ms
+                try:
+                    self._store.end_session(sid, ended, {"ended_by": "idle"})
+                except Exception:
+                    log.exception("room=%s could not end idle session %s", room, sid)
+            self._pipeline.forget_room(room)
+            self.stats.rooms_idle += 1
+            log.info("room=%s idle for %.0f s: released by worker %s, session %s ended", room,
+                     self._session_idle_ms / 1000, self.name, sid)
 
     def _preference(self, room: str) -> int:
         return zlib.crc32(f"{self.name}/{room}".encode())

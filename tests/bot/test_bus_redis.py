@@ -383,3 +383,46 @@ def test_the_app_restores_a_room_the_bus_hands_it(tmp_path: Path) -> None:
     finally:
         assert app.store is not None
         app.store.close()
+
+
+async def test_a_room_that_goes_quiet_is_released_and_its_session_ended(url: str, r: Any, tmp_path: Path) -> None:
+    """Rooms whose show ended stop counting: after `session_idle_ms` without events (and nothing unread or
+    unacknowledged) the owner releases the room and ends its session; the next event starts a new one."""
+    with Store.open(tmp_path / "s.db") as store:
+        pipe = pipeline(store)
+        bus = RedisBus(url, pipe, role=BusRole.WORKER, store=store, name="a", lease_ms=300, session_idle_ms=1500)
+        task = asyncio.create_task(pipe.run())
+        await publish_all(url, [chat(i, room="quiet") for i in range(20)] + [chat(i, room="busy") for i in range(20)])
+        await bus.start()
+        await until(lambda: pipe.stats.stored == 40)
+        first = pipe.sessions["quiet"]
+        stop = asyncio.Event()
+
+        async def keep_busy() -> None:
+            i = 100
+            while not stop.is_set():
+                await publish_all(url, [chat(i, room="busy")])
+                i += 1
+                await asyncio.sleep(0.2)
+
+        feeder = asyncio.create_task(keep_busy())
+        await until(lambda: "quiet" not in bus.owned)
+        assert "busy" in bus.owned and bus.stats.rooms_idle == 1
+        info = store.session(first)
+        assert info is not None and info.ended_ts is not None and info.meta.get("ended_by") == "idle"
+        assert not await r.exists("livebot:session:quiet") and await r.sismember("livebot:rooms", "quiet")
+        # The show resumes: taken again, in a new session.
+        later = 3_600_000  # an hour on: the next show's events
+        await publish_all(url, [chat(later + i, room="quiet") for i in range(10)])
+        await until(lambda: pipe.sessions.get("quiet") not in (None, first))
+        await until(lambda: len(store.execute("SELECT id FROM events WHERE room = 'quiet'")) == 30)
+        stop.set()
+        await feeder
+        await bus.stop_intake()
+        await pipe.stop()
+        await task
+        await bus.close()
+        pipe.close()
+        rows = store.execute("SELECT COUNT(*) FROM events WHERE room = 'quiet'")[0][0]
+        assert rows == 30 and len(store.sessions("quiet")) == 2
+    assert await pending(r, "quiet") == 0
