@@ -407,10 +407,17 @@ class App:
             if an is not None:
                 self.analytics.observe_analyzed((ev,), (an,))
             n += 1
-        engine = self.engines.get(room)
-        if engine is not None and first:  # the engine's memory outlives a handed-off room's state
-            restored = engine.resume(info.started_ts, self.store.suggestions(session_id), self.store.marks(session_id))
-            log.info("room=%s resumed session %s: %d events, advisors: %s", room, session_id, n, restored)
+        if first:
+            suggestions = self.store.suggestions(session_id)
+            now = self.clock.now_ms()
+            for s in suggestions:
+                if s.get("state") == "pending":
+                    # Its countdown and buttons belonged to the stopped process: it lapsed there.
+                    self.store.set_suggestion_state(session_id, str(s["id"]), "expired", now)
+            engine = self.engines.get(room)
+            if engine is not None:  # the engine's memory outlives a handed-off room's state
+                restored = engine.resume(info.started_ts, suggestions, self.store.marks(session_id))
+                log.info("room=%s resumed session %s: %d events, advisors: %s", room, session_id, n, restored)
         return n
 
     def _restore_taken_room(self, room: str, session_id: str | None) -> None:

@@ -171,13 +171,20 @@ async def test_a_resumed_session_restores_the_room_state_and_dedupes_replayed_me
                     user_id=f"u{i % 4}", text=t) for i, t in enumerate(texts)]
     events.append(Event("douyin", "shop", EventKind.LIKE, t0 + 7000, t0 + 7000, msg_id="l1", count=5))
     analyses = Analyzer("rules").analyze(texts)
+    from bot.advisors.base import SuggestionKind
+    from bot.advisors.common import make
+
+    left = make(room="shop", kind=SuggestionKind.PROMPT, now=t0 + 5000, ttl_s=60, text="扣1", reason="test",
+                key="p", review_below=0.85)
     with Store.open(cfg.store_path) as store:
         sid = store.start_session("shop", t0)
         store.write_batch(sid, events, [*analyses, None])
+        store.save_suggestion(sid, left)  # pending when the old process stopped
 
     app = App(cfg, clock=ManualClock(t0 + 10_000), out=io.StringIO())
     try:
         assert app.restore_session("shop", sid) == len(events)
+        assert [s["state"] for s in app.store.suggestions(sid)] == ["expired"]  # it lapsed with its process
         assert app.restore_session("shop", "20260101-000000-shop") == 0  # a new id: nothing to read
         st = app.pipeline.state("shop")
         assert (st.totals.comments, st.totals.analyzed, st.totals.likes) == (6, 6, 5)
