@@ -416,9 +416,9 @@ class SessionReport:
     extra_panels: tuple[SeriesPanel, ...] = ()
     extra_sections: tuple[HtmlSection, ...] = ()
     notices: tuple[str, ...] = ()
+    """Warnings shown at the top of the report (e.g. low data coverage, from bot.analytics_trend)."""
     outcome: OutcomeSummary | None = None
     """Set when the report was built with the outcome analytics."""
-    """Warnings shown at the top of the report (e.g. low data coverage, from bot.analytics_trend)."""
 
     @property
     def title(self) -> str:
