@@ -8,10 +8,10 @@ carried by each Event (`received_ts`), so replay (event time) and live (wall tim
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Reversible
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from bot.events import Event, EventKind
 
@@ -98,6 +98,29 @@ class RecentComment:
     compliance: tuple[str, ...] = ()
     """Advertising-law / banned-category terms the comment quotes (Analysis.compliance_terms)."""
     platform: str = ""
+
+
+class _Stamped(Protocol):
+    @property
+    def ts(self) -> int: ...
+
+
+_S = TypeVar("_S", bound=_Stamped)
+
+
+def newest_in_window(items: Reversible[_S], lo: int, end: int) -> Iterator[_S]:
+    """Items of an arrival-ordered list with lo < ts <= end, newest first, lazily: the scan stops at the
+    first item at or before `lo`, so a window costs what it holds, not the whole list."""
+    for x in reversed(items):
+        if x.ts <= lo:
+            return
+        if x.ts <= end:
+            yield x
+
+
+class _TopicsAt(NamedTuple):
+    ts: int
+    topics: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +263,7 @@ class RoomState:
         self.segment: str | None = None
         self.recent_comments: deque[RecentComment] = deque(maxlen=recent_comments)
         """The last chat lines in arrival order (prompt-response matching, alert examples)."""
-        self._question_topics: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=recent_comments)
+        self._question_topics: deque[_TopicsAt] = deque(maxlen=recent_comments)
         """(ts, topics) of the last analysed questions: need match reads these, not every recent comment."""
         self._window_cache: dict[tuple[int, int], WindowStats] = {}
         self.degraded: bool = False
@@ -336,7 +359,7 @@ class RoomState:
             for topic in a.topics:
                 tot.topic_confused[topic] += 1
             self._add_question(t, a)
-            self._question_topics.append((t, tuple(a.topics)))
+            self._question_topics.append(_TopicsAt(t, tuple(a.topics)))
         if b is None:
             return
         b.analyzed += 1
@@ -461,21 +484,18 @@ class RoomState:
         counts: dict[tuple[str, str], int] = {}
         last: dict[tuple[str, str], int] = {}
         examples: dict[tuple[str, str], list[str]] = {}
-        for q in reversed(self._questions):
-            if q.ts <= lo:
-                break
-            if q.ts <= end:
-                k = (q.topic, q.key)
-                n = counts.get(k)
-                if n is None:
-                    counts[k] = 1
-                    last[k] = q.ts
-                    examples[k] = [q.text]
-                else:
-                    counts[k] = n + 1
-                    ex = examples[k]
-                    if len(ex) < 3 and q.text not in ex:
-                        ex.append(q.text)
+        for q in newest_in_window(self._questions, lo, end):
+            k = (q.topic, q.key)
+            n = counts.get(k)
+            if n is None:
+                counts[k] = 1
+                last[k] = q.ts
+                examples[k] = [q.text]
+            else:
+                counts[k] = n + 1
+                ex = examples[k]
+                if len(ex) < 3 and q.text not in ex:
+                    ex.append(q.text)
         top = sorted(counts, key=lambda k: (-counts[k], -last[k]))[:limit]
         return [
             QuestionGroup(topic=k[0], key=k[1], count=counts[k], examples=tuple(examples[k]), last_ts=last[k])
@@ -489,14 +509,7 @@ class RoomState:
         combinations, so counting them once keeps that work independent of the comment rate.
         """
         end = self.now_ms if now_ms is None else now_ms
-        lo = end - seconds * 1000
-        out: Counter[tuple[str, ...]] = Counter()
-        for ts, topics in reversed(self._question_topics):
-            if ts <= lo:
-                break
-            if ts <= end:
-                out[topics] += 1
-        return out
+        return Counter(x.topics for x in newest_in_window(self._question_topics, end - seconds * 1000, end))
 
     def latest_questions(self, n: int) -> list[Question]:
         """The last `n` questions added (fewer if the bounded list dropped some), oldest first."""
@@ -509,13 +522,7 @@ class RoomState:
     def question_list(self, seconds: int, now_ms: int | None = None) -> list[Question]:
         """The individual questions of the last `seconds` (lo < ts <= now), oldest first."""
         end = self.now_ms if now_ms is None else now_ms
-        lo = end - seconds * 1000
-        out: list[Question] = []
-        for q in reversed(self._questions):
-            if q.ts <= lo:
-                break
-            if q.ts <= end:
-                out.append(q)
+        out = list(newest_in_window(self._questions, end - seconds * 1000, end))
         out.reverse()
         return out
 

@@ -119,10 +119,8 @@ class AlertAdvisor:
                 distrust.append(c)
             if c.compliance:
                 quoted.append(c)
-        distrust.reverse()
-        quoted.reverse()
         if len(distrust) >= cfg.distrust_min:
-            examples = pick_examples((c.text for c in reversed(distrust)), _MAX_EXAMPLES)
+            examples = pick_examples((c.text for c in distrust), _MAX_EXAMPLES)
             out.append(Firing(
                 rule="distrust", key="distrust",
                 severity=Severity.CRITICAL if len(distrust) >= 3 * cfg.distrust_min else Severity.WARNING,
@@ -133,9 +131,9 @@ class AlertAdvisor:
                 examples=examples, data={"count": len(distrust)},
             ))
         if len(quoted) >= cfg.compliance_min:
-            terms = Counter(t for c in quoted for t in c.compliance)
+            terms = Counter(t for c in reversed(quoted) for t in c.compliance)  # oldest first: ties as before
             top = "、".join(f"「{t}」×{n}" if n > 1 else f"「{t}」" for t, n in terms.most_common(3))
-            examples = pick_examples((c.text for c in reversed(quoted)), _MAX_EXAMPLES)
+            examples = pick_examples((c.text for c in quoted), _MAX_EXAMPLES)
             out.append(Firing(
                 rule="compliance", key="compliance", severity=Severity.WARNING, value=float(len(quoted)),
                 text=f"观众在复述{top}: 主播注意措辞, 场控核对话术和商品页",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.advisors.base import Severity, Suggestion, SuggestionKind, make_suggestion_id
+from bot.state import newest_in_window
 
 if TYPE_CHECKING:
     from bot.state import RecentComment, RoomState
@@ -265,25 +266,14 @@ def clock_text(ms: int) -> str:
 
 def recent(state: RoomState, seconds: int, now: int) -> list[RecentComment]:
     """Recent chat lines with lo < ts <= now, oldest first (bounded by RoomState.recent_comments)."""
-    lo = now - seconds * 1000
-    out: list[RecentComment] = []
-    for c in reversed(state.recent_comments):
-        if c.ts <= lo:
-            break
-        if c.ts <= now:
-            out.append(c)
+    out = list(recent_newest_first(state, seconds, now))
     out.reverse()
     return out
 
 
 def recent_newest_first(state: RoomState, seconds: int, now: int) -> Iterator[RecentComment]:
     """`recent` newest first and lazily: picking three examples stops after a few lines, not thousands."""
-    lo = now - seconds * 1000
-    for c in reversed(state.recent_comments):
-        if c.ts <= lo:
-            return
-        if c.ts <= now:
-            yield c
+    return newest_in_window(state.recent_comments, now - seconds * 1000, now)
 
 
 def pick_examples(texts: Iterable[str], limit: int = 3) -> tuple[str, ...]:
