@@ -473,13 +473,9 @@ class RedisBus:
         """Give up owned rooms that went quiet (nothing in flight either) and end their sessions: a room
         idle for `session_idle_ms` has ended its show; its next event starts a new session."""
         for room in sorted(self.owned - active - self._handoff):
-            stream = self.stream(room)
-            if any(key == stream for key, _ in self._inflight.values()):
+            if not await self._give_up(room):
                 continue
-            await self._flush_acks()
-            await self._release(keys=[self._key("owner", room)], args=[self.name])
             await self._r.delete(self._key("session", room))
-            self.owned.discard(room)
             self._sessions_shared.pop(room, None)
             sid = self._pipeline.sessions.get(room)
             state = self._pipeline.states.get(room)
@@ -493,6 +489,17 @@ class RedisBus:
             self.stats.rooms_idle += 1
             log.info("room=%s idle for %.0f s: released by worker %s, session %s ended", room,
                      self._session_idle_ms / 1000, self.name, sid)
+
+    async def _give_up(self, room: str) -> bool:
+        """Release an owned room's lease once nothing read from it is still being analysed or stored
+        (acknowledging what was); False = not yet, try again on a later round."""
+        stream = self.stream(room)
+        if any(key == stream for key, _ in self._inflight.values()):
+            return False
+        await self._flush_acks()
+        await self._release(keys=[self._key("owner", room)], args=[self.name])
+        self.owned.discard(room)
+        return True
 
     def _preference(self, room: str) -> int:
         return zlib.crc32(f"{self.name}/{room}".encode())
@@ -508,13 +515,9 @@ class RedisBus:
                 log.info("room=%s handing off: worker %s holds more than its fair share (%d)",
                          room, self.name, fair)
         for room in sorted(self._handoff):
-            stream = self.stream(room)
-            if any(key == stream for key, _ in self._inflight.values()):
-                continue  # still being analysed or stored: release on a later round
-            await self._flush_acks()
-            await self._release(keys=[self._key("owner", room)], args=[self.name])
+            if not await self._give_up(room):
+                continue
             self._handoff.discard(room)
-            self.owned.discard(room)
             self._released[room] = monotonic()
             self._pipeline.forget_room(room)
             self.stats.rooms_handed_off += 1
