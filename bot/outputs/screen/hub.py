@@ -206,8 +206,7 @@ class Hub:
         except Exception:
             self._snapshot_failed()
             return
-        for c in self.clients:
-            c.push_snapshot(data)
+        self._push_snapshot(data)
 
     async def broadcast_snapshot_stepwise(self) -> None:
         """`broadcast_snapshot`, built room by room through `snapshot_steps` (falls back to the provider)."""
@@ -221,6 +220,9 @@ class Hub:
         except Exception:
             self._snapshot_failed()
             return
+        self._push_snapshot(data)
+
+    def _push_snapshot(self, data: str) -> None:
         for c in self.clients:
             c.push_snapshot(data)
 
