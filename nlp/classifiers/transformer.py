@@ -37,12 +37,12 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
 from bot.errors import ModelError
-from nlp.classifiers.base import Prediction
+from nlp.classifiers.base import SHIPPED_MODEL_DIR, Prediction
 from nlp.classifiers.rules import RulesClassifier
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "livecomment-zh"
+MODEL_DIR = SHIPPED_MODEL_DIR
 """The model shipped with livebot (package data next to this module's package)."""
 MODEL_SETTING = "classifier.model"
 """The config key users set to choose a model; errors name it."""
