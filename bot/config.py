@@ -44,7 +44,7 @@ class ClassifierConfig(_Section):
     allow_hub: bool = False
     """transformer only: allow loading `model` from the HuggingFace hub (needs network access)."""
     threads: int = Field(2, ge=1, le=64)
-    """Torch threads for the transformer classifier."""
+    """transformer only: inference threads; each runs its share of a batch with torch's own threads at 1."""
     review_below: float = Field(0.85, ge=0.0, le=1.0)
     """Suggestions resting on analyses less confident than this are marked for human review."""
 

@@ -15,6 +15,7 @@ from nlp.classifiers import make_classifier  # noqa: E402
 from nlp.classifiers.base import Prediction  # noqa: E402
 from nlp.classifiers.transformer import (  # noqa: E402
     MODEL_DIR,
+    InferenceGraph,
     LiveCommentConfig,
     LiveCommentForSequenceClassification,
     TransformerClassifier,
@@ -88,6 +89,40 @@ def test_batch_out_order_equals_batch_in_order(tiny: TransformerClassifier) -> N
     reversed_batch = tiny.predict(TEXTS[::-1])
     for r, b in zip(reversed_batch, batch[::-1], strict=True):
         assert r.sentiment_probs == pytest.approx(b.sentiment_probs, abs=1e-5)
+
+
+def test_inference_graph_gives_the_models_logits(tiny_dir: Path) -> None:
+    # Every weight random (biases and layer norms too) and a calibration bias: the direct forward pass must
+    # reproduce transformers' BertModel on a padded batch, not just on a freshly initialised model.
+    net = LiveCommentForSequenceClassification.from_pretrained(str(tiny_dir))
+    net.set_logit_bias([0.1, -0.2, 0.3, 0.4])
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for param in net.parameters():
+            param.normal_(0.0, 0.3)
+    net.eval()
+    assert InferenceGraph.supports(net)
+    graph = InferenceGraph(net)
+    lengths = [3, 9, 1, 6, 9]
+    ids = torch.zeros((len(lengths), max(lengths)), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(1, net.config.vocab_size, (n,))
+        mask[row, :n] = 1
+    with torch.inference_mode():
+        expected = net(input_ids=ids, attention_mask=mask).logits
+        assert torch.allclose(graph(ids, mask), expected, atol=1e-5)
+        full = ids[[1, 4]]  # no padding at all: the mask-free attention path
+        assert torch.allclose(graph(full, mask[[1, 4]]), net(input_ids=full).logits, atol=1e-5)
+
+
+def test_parallel_streams_keep_order_and_values(tiny_dir: Path, tiny: TransformerClassifier) -> None:
+    streams = TransformerClassifier(str(tiny_dir), threads=2, batch_size=2)
+    assert streams.streams == 2 and torch.get_num_threads() == 1
+    texts = TEXTS * 5
+    for a, b in zip(streams.predict(texts), tiny.predict(texts), strict=True):
+        assert a.sentiment_probs == pytest.approx(b.sentiment_probs, abs=1e-5)
+        assert a.confusion_score == pytest.approx(b.confusion_score, abs=1e-5)
 
 
 def test_empty_long_and_emoji_texts(tiny: TransformerClassifier) -> None:
