@@ -92,11 +92,16 @@ class TrainSettings:
     ngram_buckets: int = 1 << 19
     ngram_orders: tuple[int, ...] = (1, 2, 3)
     dropout: float = 0.1
-    mlm_epochs: float = 2.0
-    """Passes of masked-LM pretraining over all training texts (0 = none). 2 beat 1 on the validation
-    score (0.809 vs 0.797, mostly the review corpora); 3 did not fit the pretraining time budget."""
+    mlm_epochs: float = 3.0
+    """Passes of masked-LM pretraining over all training texts (0 = none); the learning-rate schedule
+    spans them. More helped on the validation score: 1 → 2 epochs 0.797 → 0.809 (mostly the review
+    corpora), 2 → 3 (with `mlm_max_steps` and 5 fine-tuning epochs) 0.809 → 0.814."""
+    mlm_max_steps: int | None = 3935
+    """Stop pretraining after this many steps, the schedule unchanged (None = all of `mlm_epochs`). The
+    shipped run reached its pretraining time budget (35 % of 45 minutes on 2 cores) at step 3,935 of
+    4,063; fixing the number here makes the recipe reproducible on any machine."""
     mlm_lr: float = 1e-3
-    epochs: int = 4
+    epochs: int = 5
     lr: float = 5e-4
     ngram_lr: float = 5e-3
     weight_decay: float = 0.01
@@ -511,6 +516,8 @@ def _pretrain(
     model.train()
     steps = 0
     for step, batch in enumerate(plan):
+        if settings.mlm_max_steps is not None and step >= settings.mlm_max_steps:
+            break
         if time.monotonic() > deadline:
             log.warning("mlm: time budget reached after %d/%d steps", step, len(plan))
             break

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -174,19 +174,21 @@ def blend_with_rules(
     return torch.softmax(sentiment, dim=-1), torch.sigmoid(confusion)
 
 
-class InferenceGraph:
+class InferenceGraph(nn.Module):
     """The forward pass of a `LiveCommentForSequenceClassification` for inference, with the same weights.
 
     transformers' BertModel spends ~1.5 ms per call in Python (mask preparation, attention dispatch, three
-    separate Q/K/V projections): as much as the arithmetic for a chunk of 30 short comments. This graph
-    calls the tensor functions directly with Q/K/V packed into one matrix product; the logits equal the
-    model's to float rounding (tests compare them). Built once after loading; the model must not be
-    trained afterwards (the packed Q/K/V weights are copies).
+    separate Q/K/V projections): as much as the arithmetic for a chunk of 30 short comments. This module
+    calls the tensor functions directly, with Q/K/V packed into one matrix product, and is compiled with
+    TorchScript where available, so a whole pass runs without the GIL: in the service, inference then
+    does not wait for the event loop's Python between operations. The logits equal the model's to float
+    rounding (tests compare them). Built once after loading; the packed Q/K/V weights are copies, so the
+    model must not be trained afterwards.
     """
 
     def __init__(self, net: LiveCommentForSequenceClassification) -> None:
+        super().__init__()
         cfg = net.config
-        self.net = net
         self.hidden = int(cfg.hidden_size)
         self.heads = int(cfg.num_attention_heads)
         self.eps = float(cfg.layer_norm_eps)
@@ -194,25 +196,36 @@ class InferenceGraph:
         self.word = emb.word_embeddings.weight.detach()
         self.position = emb.position_embeddings.weight.detach()
         self.token_type = emb.token_type_embeddings.weight[0].detach()
-        self.emb_norm = (emb.LayerNorm.weight.detach(), emb.LayerNorm.bias.detach())
-        self.layers = []
+        self.emb_norm_w = emb.LayerNorm.weight.detach()
+        self.emb_norm_b = emb.LayerNorm.bias.detach()
+        # Per layer: qkv_w, qkv_b, out_w, out_b, norm1_w, norm1_b, in_w, in_b, ffn_w, ffn_b, norm2_w, norm2_b.
+        self.layers: list[list[torch.Tensor]] = []
         for layer in net.bert.encoder.layer:
             att = layer.attention
             self.layers.append(
-                (
+                [
                     torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight]).detach(),
                     torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias]).detach(),
                     att.output.dense.weight.detach(),
                     att.output.dense.bias.detach(),
-                    (att.output.LayerNorm.weight.detach(), att.output.LayerNorm.bias.detach()),
+                    att.output.LayerNorm.weight.detach(),
+                    att.output.LayerNorm.bias.detach(),
                     layer.intermediate.dense.weight.detach(),
                     layer.intermediate.dense.bias.detach(),
                     layer.output.dense.weight.detach(),
                     layer.output.dense.bias.detach(),
-                    (layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach()),
-                )
+                    layer.output.LayerNorm.weight.detach(),
+                    layer.output.LayerNorm.bias.detach(),
+                ]
             )
-        self.bias = torch.tensor(cfg.logit_bias, dtype=self.word.dtype) if any(cfg.logit_bias) else None
+        self.head_w = net.head.weight.detach()
+        self.head_b = net.head.bias.detach()
+        self.has_ngrams = net.ngrams is not None
+        self.ngram_table = net.ngrams.weight.detach() if net.ngrams is not None else torch.zeros(1, NUM_LOGITS)
+        self.buckets = int(cfg.ngram_buckets)
+        self.orders: list[int] = [int(n) for n in cfg.ngram_orders]
+        self.primes: list[int] = list(_NGRAM_PRIMES)
+        self.bias = torch.tensor(cfg.logit_bias, dtype=self.word.dtype)
 
     @staticmethod
     def supports(net: nn.Module) -> bool:
@@ -224,29 +237,62 @@ class InferenceGraph:
             cfg.hidden_act == "gelu"
             and getattr(cfg, "position_embedding_type", "absolute") == "absolute"
             and cfg.hidden_size % cfg.num_attention_heads == 0
+            and len(cfg.ngram_orders) <= len(_NGRAM_PRIMES)
         )
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        batch, width = input_ids.shape
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch, width = input_ids.shape[0], input_ids.shape[1]
         hidden, heads = self.hidden, self.heads
         x = F.embedding(input_ids, self.word) + (self.position[:width] + self.token_type)
-        x = F.layer_norm(x, (hidden,), *self.emb_norm, self.eps)
-        keys = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
-        for qkv_w, qkv_b, out_w, out_b, norm1, in_w, in_b, ffn_w, ffn_b, norm2 in self.layers:
-            qkv = F.linear(x, qkv_w, qkv_b).view(batch, width, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+        x = F.layer_norm(x, [hidden], self.emb_norm_w, self.emb_norm_b, self.eps)
+        valid = attention_mask != 0
+        keys: Optional[torch.Tensor] = None  # noqa: UP045 - TorchScript reads this annotation
+        if not bool(valid.all()):
+            keys = valid[:, None, None, :]
+        for w in self.layers:
+            qkv = F.linear(x, w[0], w[1]).view(batch, width, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
             ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=keys)
             ctx = ctx.transpose(1, 2).reshape(batch, width, hidden)
-            x = F.layer_norm(F.linear(ctx, out_w, out_b) + x, (hidden,), *norm1, self.eps)
-            ffn = F.linear(F.gelu(F.linear(x, in_w, in_b)), ffn_w, ffn_b)
-            x = F.layer_norm(ffn + x, (hidden,), *norm2, self.eps)
+            x = F.layer_norm(F.linear(ctx, w[2], w[3]) + x, [hidden], w[4], w[5], self.eps)
+            ffn = F.linear(F.gelu(F.linear(x, w[6], w[7])), w[8], w[9])
+            x = F.layer_norm(ffn + x, [hidden], w[10], w[11], self.eps)
         mask = attention_mask.unsqueeze(-1).to(x.dtype)
         mean = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-        logits = self.net.head(torch.cat([x[:, 0], mean], dim=-1))
-        if self.net.ngrams is not None:
-            logits = logits + self.net.ngram_logits(input_ids, attention_mask)
-        if self.bias is not None:
-            logits = logits + self.bias
-        return logits
+        logits = F.linear(torch.cat([x[:, 0], mean], dim=-1), self.head_w, self.head_b)
+        if self.has_ngrams:
+            logits = logits + self._ngram_logits(input_ids.long(), valid)
+        return logits + self.bias
+
+    def _ngram_logits(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """`LiveCommentForSequenceClassification.ngram_logits`, in a form TorchScript compiles."""
+        total = torch.zeros(ids.shape[0], self.ngram_table.shape[1], dtype=self.ngram_table.dtype)
+        count = torch.zeros(ids.shape[0], 1, dtype=total.dtype)
+        for order in self.orders:
+            width = ids.shape[1] - order + 1
+            if width > 0:
+                h = torch.full_like(ids[:, :width], order * 7919)
+                ok = torch.ones_like(valid[:, :width])
+                for k in range(order):
+                    h = torch.remainder(h * self.primes[k] + ids[:, k : k + width], self.buckets)
+                    ok = ok & valid[:, k : k + width]
+                weights = F.embedding(h, self.ngram_table) * ok.unsqueeze(-1).to(total.dtype)
+                total = total + weights.sum(dim=1)
+                count = count + ok.sum(dim=1, keepdim=True).to(total.dtype)
+        return total / count.clamp_min(1.0)
+
+
+def compile_graph(graph: InferenceGraph) -> nn.Module:
+    """TorchScript the graph (no GIL during a pass); the eager module where TorchScript is unavailable."""
+    script = getattr(getattr(torch, "jit", None), "script", None)
+    if script is None:
+        return graph
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is deprecated upstream; it still compiles this
+        try:
+            return script(graph)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure leaves the eager module, which is correct
+            log.warning("TorchScript could not compile the inference graph (%s); running it eagerly", exc)
+            return graph
 
 
 def clip_text(text: str, max_chars: int) -> str:
@@ -356,7 +402,9 @@ class TransformerClassifier:
         if quantize:
             net, self.quantized = _quantize(net)
         self.model = net
-        self._graph = InferenceGraph(net) if not self.quantized and InferenceGraph.supports(net) else None
+        self._graph = (
+            compile_graph(InferenceGraph(net)).eval() if not self.quantized and InferenceGraph.supports(net) else None
+        )
         self._pool = (
             ThreadPoolExecutor(self.streams, thread_name_prefix="livebot-infer") if self.streams > 1 else None
         )

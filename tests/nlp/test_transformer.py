@@ -16,6 +16,7 @@ from nlp.classifiers.base import Prediction  # noqa: E402
 from nlp.classifiers.transformer import (  # noqa: E402
     MODEL_DIR,
     InferenceGraph,
+    compile_graph,
     LiveCommentConfig,
     LiveCommentForSequenceClassification,
     TransformerClassifier,
@@ -102,7 +103,9 @@ def test_inference_graph_gives_the_models_logits(tiny_dir: Path) -> None:
             param.normal_(0.0, 0.3)
     net.eval()
     assert InferenceGraph.supports(net)
-    graph = InferenceGraph(net)
+    eager = InferenceGraph(net)
+    compiled = compile_graph(InferenceGraph(net))
+    assert isinstance(compiled, torch.jit.ScriptModule)  # the GIL-free path is the one the service runs
     lengths = [3, 9, 1, 6, 9]
     ids = torch.zeros((len(lengths), max(lengths)), dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -111,9 +114,10 @@ def test_inference_graph_gives_the_models_logits(tiny_dir: Path) -> None:
         mask[row, :n] = 1
     with torch.inference_mode():
         expected = net(input_ids=ids, attention_mask=mask).logits
-        assert torch.allclose(graph(ids, mask), expected, atol=1e-5)
         full = ids[[1, 4]]  # no padding at all: the mask-free attention path
-        assert torch.allclose(graph(full, mask[[1, 4]]), net(input_ids=full).logits, atol=1e-5)
+        for graph in (eager, compiled, compiled):  # twice: TorchScript profiles the first runs
+            assert torch.allclose(graph(ids, mask), expected, atol=1e-5)
+            assert torch.allclose(graph(full, mask[[1, 4]]), net(input_ids=full).logits, atol=1e-5)
 
 
 def test_parallel_streams_keep_order_and_values(tiny_dir: Path, tiny: TransformerClassifier) -> None:
