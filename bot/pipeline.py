@@ -320,7 +320,10 @@ class Pipeline:
         if first is _STOP:
             return [], True
         batch: list[Event] = [first]  # type: ignore[list-item]
-        deadline = monotonic() + self._max_wait
+        # A comment waits at most max_wait for its batch to fill, counted from when it was received: one
+        # that queued while the previous batch was being analysed has used up part of it already.
+        waited = max(0.0, (self._clock.now_ms() - batch[0].received_ts) / 1000)
+        deadline = monotonic() + max(0.0, self._max_wait - waited)
         while len(batch) < self._batch_size:
             try:
                 item = self._queue.get_nowait()

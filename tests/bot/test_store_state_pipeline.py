@@ -121,3 +121,25 @@ async def test_pipeline_full_queue_sheds_analysis_but_keeps_events(tmp_path: Pat
         st = pipe.states["r1"]
         assert st.totals.comments == 250 and st.totals.unanalyzed == 150
         assert not st.degraded
+
+
+async def test_batch_fill_wait_counts_from_when_the_comment_was_received() -> None:
+    # max_wait bounds how long a comment waits for its batch to fill. A comment that already waited that
+    # long (it queued while the previous batch was being analysed) is analysed with what is queued, at
+    # once; a fresh one still waits for company.
+    clock = ManualClock(T0)
+    pipe = Pipeline(Analyzer("rules"), clock=clock, store=None, batch_size=100, max_wait_ms=3000)
+    task = asyncio.create_task(pipe.run())
+    try:
+        await pipe.submit(chat(0, "多少钱", t=T0 - 5000))
+        async with asyncio.timeout(2):
+            while pipe.stats.analyzed < 1:
+                await asyncio.sleep(0.01)
+        await pipe.submit(chat(1, "好看", t=T0))
+        await asyncio.sleep(0.5)
+        assert pipe.stats.analyzed == 1  # the fresh comment is still waiting for its batch to fill
+    finally:
+        await pipe.stop()
+        await task
+        pipe.close()
+    assert pipe.stats.analyzed == 2
