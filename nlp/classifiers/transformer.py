@@ -56,6 +56,30 @@ _WIDTH_SLACK = 1.3
 _NGRAM_PRIMES = (1_000_003, 998_244_353, 19_260_817)
 
 
+def hashed_ngram_logits(
+    ids: torch.Tensor, valid: torch.Tensor, table: torch.Tensor, buckets: int, orders: list[int], primes: list[int]
+) -> torch.Tensor:
+    """Mean of the hashed n-gram rows of `table` over every window that lies inside the text.
+
+    One function for training and for the (TorchScript-compiled) inference graph, so the hashing is the same.
+    """
+    total = torch.zeros(ids.shape[0], table.shape[1], dtype=table.dtype, device=ids.device)
+    count = torch.zeros(ids.shape[0], 1, dtype=table.dtype, device=ids.device)
+    for order in orders:
+        width = ids.shape[1] - order + 1
+        if width > 0:
+            # Reduce after every step so the products stay far from int64 overflow.
+            h = torch.full_like(ids[:, :width], order * 7919)
+            ok = torch.ones_like(valid[:, :width])
+            for k in range(order):
+                h = torch.remainder(h * primes[k] + ids[:, k : k + width], buckets)
+                ok = ok & valid[:, k : k + width]
+            weights = F.embedding(h, table) * ok.unsqueeze(-1).to(table.dtype)
+            total = total + weights.sum(dim=1)
+            count = count + ok.sum(dim=1, keepdim=True).to(table.dtype)
+    return total / count.clamp_min(1.0)
+
+
 class LiveCommentConfig(BertConfig):
     """BERT config plus the wide n-gram part and the pooling of the heads."""
 
@@ -111,25 +135,10 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
     def ngram_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean of the hashed n-gram weights over every window that lies inside the text."""
         assert self.ngrams is not None
-        buckets = self.config.ngram_buckets
-        ids = input_ids.long()
-        valid = attention_mask.bool()
-        total = torch.zeros(ids.shape[0], NUM_LOGITS, dtype=self.ngrams.weight.dtype, device=ids.device)
-        count = torch.zeros(ids.shape[0], 1, dtype=total.dtype, device=ids.device)
-        for order in self.config.ngram_orders:
-            width = ids.shape[1] - order + 1
-            if width <= 0:
-                continue
-            # Reduce after every step so the products stay far from int64 overflow.
-            h = torch.full_like(ids[:, :width], order * 7919)
-            ok = torch.ones_like(valid[:, :width])
-            for k in range(order):
-                h = torch.remainder(h * _NGRAM_PRIMES[k] + ids[:, k : k + width], buckets)
-                ok = ok & valid[:, k : k + width]
-            weights = self.ngrams(h) * ok.unsqueeze(-1).to(total.dtype)
-            total = total + weights.sum(dim=1)
-            count = count + ok.sum(dim=1, keepdim=True).to(total.dtype)
-        return total / count.clamp_min(1.0)
+        return hashed_ngram_logits(
+            input_ids.long(), attention_mask != 0, self.ngrams.weight, self.config.ngram_buckets,
+            list(self.config.ngram_orders), list(_NGRAM_PRIMES),
+        )
 
     def forward(
         self,
@@ -260,25 +269,10 @@ class InferenceGraph(nn.Module):
         mean = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
         logits = F.linear(torch.cat([x[:, 0], mean], dim=-1), self.head_w, self.head_b)
         if self.has_ngrams:
-            logits = logits + self._ngram_logits(input_ids.long(), valid)
+            logits = logits + hashed_ngram_logits(
+                input_ids.long(), valid, self.ngram_table, self.buckets, self.orders, self.primes
+            )
         return logits + self.bias
-
-    def _ngram_logits(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """`LiveCommentForSequenceClassification.ngram_logits`, in a form TorchScript compiles."""
-        total = torch.zeros(ids.shape[0], self.ngram_table.shape[1], dtype=self.ngram_table.dtype)
-        count = torch.zeros(ids.shape[0], 1, dtype=total.dtype)
-        for order in self.orders:
-            width = ids.shape[1] - order + 1
-            if width > 0:
-                h = torch.full_like(ids[:, :width], order * 7919)
-                ok = torch.ones_like(valid[:, :width])
-                for k in range(order):
-                    h = torch.remainder(h * self.primes[k] + ids[:, k : k + width], self.buckets)
-                    ok = ok & valid[:, k : k + width]
-                weights = F.embedding(h, self.ngram_table) * ok.unsqueeze(-1).to(total.dtype)
-                total = total + weights.sum(dim=1)
-                count = count + ok.sum(dim=1, keepdim=True).to(total.dtype)
-        return total / count.clamp_min(1.0)
 
 
 def compile_graph(graph: InferenceGraph) -> nn.Module:
