@@ -408,6 +408,12 @@ class TransformerClassifier:
         self._backend = getattr(self.tokenizer, "backend_tokenizer", None)
         self._pad_id = int(self.tokenizer.pad_token_id or 0)
         self._lock = threading.Lock()
+        if self._graph is not None:
+            # TorchScript profiles and optimises a graph on its first two runs (~60 ms): do that here, not
+            # on a live room's first comments.
+            warm = self._encode(["好", "在吗"])
+            for _ in range(2):
+                self._forward(warm)
         blend = getattr(net.config, "rules_blend", None)
         self.rules_blend: list[float] | None = list(blend) if rules and blend else None
         self._rules: RulesClassifier | None = RulesClassifier() if self.rules_blend else None
