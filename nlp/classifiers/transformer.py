@@ -246,7 +246,7 @@ class InferenceGraph(nn.Module):
             cfg.hidden_act == "gelu"
             and getattr(cfg, "position_embedding_type", "absolute") == "absolute"
             and cfg.hidden_size % cfg.num_attention_heads == 0
-            and len(cfg.ngram_orders) <= len(_NGRAM_PRIMES)
+            and max(cfg.ngram_orders, default=0) <= len(_NGRAM_PRIMES)
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
