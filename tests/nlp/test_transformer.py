@@ -201,3 +201,20 @@ def test_shipped_model_reads_live_comments() -> None:
     assert preds[2].sentiment == "neg"
     assert preds[3].sentiment == "pos"
     assert not preds[4].confusion
+
+
+def test_without_torchscript_the_eager_graph_runs(
+    tiny_dir: Path, tiny: TransformerClassifier, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A torch whose TorchScript cannot compile the graph (it is deprecated upstream): same predictions,
+    # one warning, no exception.
+    def refuse(_module: object) -> object:
+        raise RuntimeError("TorchScript is not available")
+
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    eager = TransformerClassifier(str(tiny_dir), threads=1)
+    assert isinstance(eager._graph, InferenceGraph)
+    assert "running it eagerly" in caplog.text
+    for a, b in zip(eager.predict(TEXTS), tiny.predict(TEXTS), strict=True):
+        assert a.sentiment_probs == pytest.approx(b.sentiment_probs, abs=1e-5)
+        assert a.confusion_score == pytest.approx(b.confusion_score, abs=1e-5)
