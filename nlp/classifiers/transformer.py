@@ -351,7 +351,7 @@ class TransformerClassifier:
         threads: CPU threads for inference. Each runs its own forward passes over a share of the batch's
             length-sorted chunks, with torch's intra-op threads set to 1 (process-wide): for a model this
             small, splitting every matrix product between cores costs more in synchronisation than it saves
-            (one stream on 2 threads ~3,400 comments/s, two streams of 1 thread ~6,000/s). None leaves
+            (one stream on 2 threads ~3,600 comments/s, two streams of 1 thread ~4,700/s). None leaves
             torch's setting alone and runs one stream.
         batch_size: most texts in one forward pass; a larger input is split.
         quantize: dynamic int8 quantisation of the Linear layers: same accuracy on the eval files and
@@ -472,16 +472,17 @@ class TransformerClassifier:
         with self._lock:
             chunks = self._chunks(ids)
             batches = [[ids[i] for i in chunk] for chunk in chunks]
+            futures = {}
             if self._pool is not None and len(chunks) > 1:
                 # Largest passes first, so the streams finish close together.
                 by_cost = sorted(range(len(batches)), key=lambda k: -len(batches[k]) * len(batches[k][-1]))
                 futures = {k: self._pool.submit(self._forward, batches[k]) for k in by_cost}
-                # The rules are plain Python: they run here while the streams do the arithmetic.
-                rules = self._rules.predict(texts) if self._rules is not None else None
+            # The rules are plain Python: they run here while the streams do the arithmetic.
+            rules = self._rules.predict(texts) if self._rules is not None else None
+            if futures:
                 passes = [futures[k].result() for k in range(len(batches))]
             else:
                 passes = [self._forward(b) for b in batches]
-                rules = self._rules.predict(texts) if self._rules is not None else None
         with torch.inference_mode():
             for chunk, logits in zip(chunks, passes, strict=True):
                 if rules is not None and self.rules_blend is not None:
