@@ -16,11 +16,11 @@ from nlp.classifiers.base import Prediction  # noqa: E402
 from nlp.classifiers.transformer import (  # noqa: E402
     MODEL_DIR,
     InferenceGraph,
-    compile_graph,
     LiveCommentConfig,
     LiveCommentForSequenceClassification,
     TransformerClassifier,
     clip_text,
+    compile_graph,
 )
 from nlp.train import build_vocab, save_tokenizer  # noqa: E402
 
