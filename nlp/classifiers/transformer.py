@@ -80,6 +80,13 @@ def hashed_ngram_logits(
     return total / count.clamp_min(1.0)
 
 
+def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[CLS ‖ mean over the text's tokens]: what the heads read, in training and in the inference graph."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+    return torch.cat([hidden[:, 0], mean], dim=-1)
+
+
 class LiveCommentConfig(BertConfig):
     """BERT config plus the wide n-gram part and the pooling of the heads."""
 
@@ -151,9 +158,7 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-        pooled = torch.cat([hidden[:, 0], mean], dim=-1)
+        pooled = pool_hidden(hidden, attention_mask)
         logits = self.head(self.dropout(pooled))
         if self.ngrams is not None:
             logits = logits + self.ngram_logits(input_ids, attention_mask)
@@ -265,9 +270,7 @@ class InferenceGraph(nn.Module):
             x = F.layer_norm(F.linear(ctx, w[2], w[3]) + x, [hidden], w[4], w[5], self.eps)
             ffn = F.linear(F.gelu(F.linear(x, w[6], w[7])), w[8], w[9])
             x = F.layer_norm(ffn + x, [hidden], w[10], w[11], self.eps)
-        mask = attention_mask.unsqueeze(-1).to(x.dtype)
-        mean = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-        logits = F.linear(torch.cat([x[:, 0], mean], dim=-1), self.head_w, self.head_b)
+        logits = F.linear(pool_hidden(x, attention_mask), self.head_w, self.head_b)
         if self.has_ngrams:
             logits = logits + hashed_ngram_logits(
                 input_ids.long(), valid, self.ngram_table, self.buckets, self.orders, self.primes
