@@ -119,7 +119,7 @@ class TrainSettings:
     binary_weight: float = 1.0
     use_snownlp: bool = True
     calibrate: bool = True
-    """Fit a neutral / confusion logit bias on the validation split after training."""
+    """After training, fit temperatures and a neutral / confusion logit bias on the validation split."""
     rules_weights: tuple[float, float] | None = (1.0, 1.0)
     """Late fusion with the rules classifier at inference: weights of its sentiment log-probabilities and
     confusion log-odds (1, 1 = a plain product of experts); None = the model alone."""
@@ -450,6 +450,56 @@ def _scores(probs: torch.Tensor, conf: torch.Tensor, bias: Sequence[float] = (0.
     return scores
 
 
+_TEMPERATURE_GRID = tuple(x / 20 for x in range(10, 161))  # 0.5 … 8.0
+
+
+def fit_temperature(logits: torch.Tensor, examples: Sequence[Example]) -> tuple[float, float]:
+    """(sentiment, confusion) temperatures minimising the negative log-likelihood of the validation split.
+
+    Temperature scaling (Guo et al., 2017) changes no argmax; it only makes the probabilities mean what
+    they say. The sentiment one is fitted on every labelled example (3-way, and neg vs pos for the
+    binary review corpora), the confusion one on the comments labelled for confusion. Ties keep the
+    temperature nearer 1; without examples for a head its temperature stays 1.
+    """
+    sent = torch.tensor([e.sentiment for e in examples], dtype=torch.long)
+    binary = torch.tensor([e.binary for e in examples], dtype=torch.bool)
+    conf = torch.tensor([e.confusion for e in examples], dtype=torch.long)
+    three, two, has_conf = (sent != NO_LABEL) & ~binary, (sent != NO_LABEL) & binary, conf != NO_LABEL
+    grid = sorted(_TEMPERATURE_GRID, key=lambda t: abs(t - 1.0))
+
+    def sentiment_nll(t: float) -> float:
+        scaled = logits[:, :3] / t
+        total = F.cross_entropy(scaled[three], sent[three], reduction="sum") if three.any() else 0.0
+        if two.any():
+            total = total + F.cross_entropy(
+                scaled[two][:, [0, 2]], (sent[two] == 2).long(), reduction="sum"
+            )
+        return float(total)
+
+    def confusion_nll(t: float) -> float:
+        return float(F.binary_cross_entropy_with_logits(logits[has_conf, 3] / t, conf[has_conf].float()))
+
+    t_sent = min(grid, key=sentiment_nll) if (three.any() or two.any()) else 1.0
+    t_conf = min(grid, key=confusion_nll) if has_conf.any() else 1.0
+    return t_sent, t_conf
+
+
+def calibrate(
+    model: LiveCommentForSequenceClassification, encoded: Sequence[list[int]], examples: Sequence[Example]
+) -> tuple[list[float], list[float], dict[str, float]]:
+    """Fit the temperatures, then the neutral/confusion bias on the scaled logits; set both on the model.
+
+    Returns (temperature, bias, validation metrics with both).
+    """
+    model.set_temperature(1.0, 1.0)
+    model.set_logit_bias([0.0] * 4)
+    temperature = fit_temperature(predict_logits(model, encoded), examples)
+    model.set_temperature(*temperature)
+    bias, metrics = fit_calibration(predict_logits(model, encoded), examples)
+    model.set_logit_bias([0.0, bias[0], 0.0, bias[1]])
+    return list(temperature), bias, metrics
+
+
 def fit_calibration(logits: torch.Tensor, examples: Sequence[Example]) -> tuple[list[float], dict[str, float]]:
     """Fit a neutral and a confusion logit bias of the model on the validation split (grid search).
 
@@ -708,9 +758,9 @@ def train(
     rules_weights = list(settings.rules_weights) if settings.rules_weights else None
     model.config.rules_blend = rules_weights
     if settings.calibrate and val_set:
-        bias, calibrated = fit_calibration(predict_logits(model, val_ids), val_set)
-        model.set_logit_bias([0.0, bias[0], 0.0, bias[1]])
-        log.info("calibration: bias %s: validation %s", bias, json.dumps(calibrated, sort_keys=True))
+        temperature, bias, calibrated = calibrate(model, val_ids, val_set)
+        log.info("calibration: temperature %s, bias %s: validation %s", temperature, bias,
+                 json.dumps(calibrated, sort_keys=True))
     if rules_weights and val_set:
         fused = rules_fusion_metrics(predict_logits(model, val_ids), val_set, rules_weights)
         log.info("with rules %s: validation %s", rules_weights, json.dumps(fused, sort_keys=True))
@@ -734,6 +784,7 @@ def train(
         "validation": best_metrics,
         "rules_blend": model.config.rules_blend,
         "logit_bias": model.config.logit_bias,
+        "logit_temperature": model.config.logit_temperature,
         "validation_calibrated": calibrated,
         "validation_with_rules": fused,
         "counts": counts,
@@ -742,6 +793,54 @@ def train(
     }
     (out / "training.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
+
+
+def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int = 2) -> dict[str, Any]:
+    """Refit the temperatures and bias of a trained model without retraining it.
+
+    The validation split is rebuilt from the seed, subset and settings in the model's training.json, so
+    ``data_dir`` must be the data it was trained on. Only config.json and training.json change; the
+    weights are untouched. Returns the updated training.json contents.
+
+    Raises:
+        ValueError: no training.json, or ``data_dir`` does not match how the model was trained.
+    """
+    out = Path(model_dir)
+    meta_path = out / "training.json"
+    if not meta_path.is_file():
+        raise ValueError(f"--recalibrate: {meta_path} is missing (only models trained by livebot train)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if (meta.get("data_dir") is None) != (data_dir is None):
+        raise ValueError(
+            f"--recalibrate: the model was trained with --data {meta.get('data_dir')}; pass the same data"
+        )
+    fields = TrainSettings.__dataclass_fields__
+    stored: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items() if k in fields
+    }
+    settings = replace(TrainSettings(), **stored)
+    _set_determinism(int(meta["seed"]), threads)
+    data = Path(data_dir) if data_dir is not None else None
+    _, val_set, _ = load_data(data, settings, int(meta["seed"]), meta.get("subset"))
+    if not val_set:
+        raise ValueError("--recalibrate: the model's training run has no validation split")
+    model = LiveCommentForSequenceClassification.from_pretrained(str(out))
+    vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    encode = CharEncoder(vocab, settings.max_chars)
+    val_ids = [encode(e.text) for e in val_set]
+    temperature, bias, calibrated = calibrate(model, val_ids, val_set)
+    log.info("calibration: temperature %s, bias %s: validation %s", temperature, bias,
+             json.dumps(calibrated, sort_keys=True))
+    meta["logit_temperature"] = model.config.logit_temperature
+    meta["logit_bias"] = model.config.logit_bias
+    meta["validation_calibrated"] = calibrated
+    if model.config.rules_blend:
+        meta["validation_with_rules"] = rules_fusion_metrics(
+            predict_logits(model, val_ids), val_set, model.config.rules_blend
+        )
+    model.config.save_pretrained(str(out))
+    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return meta
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -765,6 +864,12 @@ def settings_from_overrides(pairs: Sequence[str]) -> TrainSettings:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Train with parsed `add_train_arguments` options; prints one JSON summary line."""
+    if args.recalibrate:
+        meta = recalibrate(args.out, args.data, threads=args.threads)
+        print(json.dumps({"out": str(args.out), "logit_temperature": meta["logit_temperature"],
+                          "logit_bias": meta["logit_bias"], "validation": meta["validation_calibrated"]},
+                         ensure_ascii=False))
+        return 0
     report = train(
         args.out,
         data_dir=args.data,

@@ -19,5 +19,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", type=int, default=None, help="train on about N labelled texts (smoke runs)")
     parser.add_argument("--max-minutes", type=float, default=45.0, help="wall-clock cap for the whole run")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="do not train: refit the temperatures and bias of the model in --out on its "
+                             "validation split (pass the --data it was trained with)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a TrainSettings field with a JSON value, e.g. --set epochs=5")

@@ -99,6 +99,7 @@ class LiveCommentConfig(BertConfig):
         max_text_chars: int = 96,
         rules_blend: Sequence[float] | None = None,
         logit_bias: Sequence[float] | None = None,
+        logit_temperature: Sequence[float] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("num_labels", NUM_LOGITS)
@@ -113,6 +114,17 @@ class LiveCommentConfig(BertConfig):
         the training validation split by `nlp.train`; None = the model alone."""
         self.logit_bias = [float(b) for b in logit_bias] if logit_bias else [0.0] * NUM_LOGITS
         """Constant added to the logits (calibration fitted on the validation split; zero in training)."""
+        self.logit_temperature = [float(t) for t in logit_temperature] if logit_temperature else [1.0, 1.0]
+        """(sentiment, confusion) temperatures the raw logits are divided by before `logit_bias` (fitted on
+        the validation split by negative log-likelihood; 1 in training). Training leaves the model
+        over-confident, which hides the low-confidence analyses that should go to a human."""
+        if len(self.logit_temperature) != 2 or min(self.logit_temperature) <= 0:
+            raise ValueError(f"logit_temperature must be two positive numbers, got {self.logit_temperature}")
+
+    def logit_scale(self) -> list[float]:
+        """Per-logit factor [1/Ts, 1/Ts, 1/Ts, 1/Tc] applied to the raw logits."""
+        t_sent, t_conf = self.logit_temperature
+        return [1.0 / t_sent] * 3 + [1.0 / t_conf]
 
 
 class LiveCommentForSequenceClassification(PreTrainedModel):
@@ -133,6 +145,10 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
     def set_logit_bias(self, bias: Sequence[float]) -> None:
         """Set the calibration bias; it lives in the config, so save_pretrained keeps it."""
         self.config.logit_bias = [float(b) for b in bias]
+
+    def set_temperature(self, sentiment: float, confusion: float) -> None:
+        """Set the calibration temperatures (kept in the config like the bias)."""
+        self.config.logit_temperature = [float(sentiment), float(confusion)]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -162,6 +178,9 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         logits = self.head(self.dropout(pooled))
         if self.ngrams is not None:
             logits = logits + self.ngram_logits(input_ids, attention_mask)
+        scale = self.config.logit_scale()
+        if any(f != 1.0 for f in scale):
+            logits = logits * torch.tensor(scale, dtype=logits.dtype)
         if any(self.config.logit_bias):
             # Built per call from the config: from_pretrained creates modules on the meta device, which
             # would leave a buffer made in __init__ uninitialised.
@@ -239,6 +258,7 @@ class InferenceGraph(nn.Module):
         self.buckets = int(cfg.ngram_buckets)
         self.orders: list[int] = [int(n) for n in cfg.ngram_orders]
         self.primes: list[int] = list(_NGRAM_PRIMES)
+        self.scale = torch.tensor(cfg.logit_scale(), dtype=self.word.dtype)
         self.bias = torch.tensor(cfg.logit_bias, dtype=self.word.dtype)
 
     @staticmethod
@@ -275,7 +295,7 @@ class InferenceGraph(nn.Module):
             logits = logits + hashed_ngram_logits(
                 input_ids.long(), valid, self.ngram_table, self.buckets, self.orders, self.primes
             )
-        return logits + self.bias
+        return logits * self.scale + self.bias
 
 
 def compile_graph(graph: InferenceGraph) -> nn.Module:

@@ -14,10 +14,14 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 from nlp.classifiers.transformer import TransformerClassifier  # noqa: E402
 from nlp.train import (  # noqa: E402
     LIVE_SOURCES,
+    NO_LABEL,
+    Example,
     TrainSettings,
     _batches,
     build_vocab,
+    fit_temperature,
     load_data,
+    recalibrate,
     settings_from_overrides,
     train,
 )
@@ -55,6 +59,51 @@ def test_training_on_a_tiny_subset_is_deterministic(tmp_path: Path) -> None:
     preds = classifier.predict(["多少钱", "太贵了", ""])
     assert len(preds) == 3
     assert (a.out_dir / "training.json").is_file()
+
+
+def test_fit_temperature_recovers_the_over_confidence() -> None:
+    # Labels drawn from softmax(z) / sigmoid(c); the "model" reports 3z and 2c, i.e. temperatures 3 and 2.
+    gen = torch.Generator().manual_seed(5)
+    n = 6000
+    z = torch.randn(n, 3, generator=gen) * 1.5
+    c = torch.randn(n, generator=gen) * 2.0
+    sent = torch.multinomial(torch.softmax(z, dim=1), 1, generator=gen).squeeze(1)
+    conf = (torch.rand(n, generator=gen) < torch.sigmoid(c)).long()
+    examples = [
+        Example(f"t{i}", int(sent[i]), False, int(conf[i]) if i % 2 else NO_LABEL, "livechat") for i in range(n)
+    ]
+    logits = torch.cat([3 * z, 2 * c[:, None]], dim=1)
+    t_sent, t_conf = fit_temperature(logits, examples)
+    assert t_sent == pytest.approx(3.0, abs=0.3)
+    assert t_conf == pytest.approx(2.0, abs=0.3)
+    # Already calibrated logits keep temperature ~1; no labels for a head leave it at exactly 1.
+    assert fit_temperature(torch.cat([z, c[:, None]], dim=1), examples)[0] == pytest.approx(1.0, abs=0.15)
+    unlabelled = [Example(e.text, NO_LABEL, False, NO_LABEL, "livechat") for e in examples]
+    assert fit_temperature(logits, unlabelled) == (1.0, 1.0)
+
+
+def test_recalibrate_refits_temperature_and_bias_without_touching_weights(tmp_path: Path) -> None:
+    import json
+
+    report = train(tmp_path / "m", seed=3, subset=64, settings=TINY, threads=1)
+    out = report.out_dir
+    meta = json.loads((out / "training.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["logit_temperature"] == meta["logit_temperature"]
+    assert all(t > 0 for t in meta["logit_temperature"])
+    weights = (out / "model.safetensors").read_bytes()
+    # Forget the calibration, then refit it: same split from training.json, so the same values come back.
+    config["logit_temperature"], config["logit_bias"] = [1.0, 1.0], [0.0] * 4
+    (out / "config.json").write_text(json.dumps(config))
+    again = recalibrate(out, None, threads=1)
+    assert again["logit_temperature"] == meta["logit_temperature"]
+    assert again["logit_bias"] == meta["logit_bias"]
+    assert json.loads((out / "config.json").read_text())["logit_temperature"] == meta["logit_temperature"]
+    assert (out / "model.safetensors").read_bytes() == weights
+    with pytest.raises(ValueError, match="same data"):
+        recalibrate(out, tmp_path, threads=1)
+    with pytest.raises(ValueError, match="training.json"):
+        recalibrate(tmp_path, None, threads=1)
 
 
 def test_without_data_dir_only_bundled_and_authored_sources() -> None:
@@ -131,6 +180,10 @@ def test_livebot_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["out"] == str(tmp_path / "m") and summary["best_epoch"] == 1
     assert TransformerClassifier(str(tmp_path / "m"), threads=1).predict(["多少钱"])[0].confusion_score >= 0
+    assert main(["train", "--recalibrate", "--threads", "1", "--out", str(tmp_path / "m")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["logit_temperature"][0] > 0
+    assert main(["train", "--recalibrate", "--out", str(tmp_path)]) == 2
+    assert "training.json" in capsys.readouterr().err
     assert main([*args, "--set", "nope=1"]) == 2
     assert "unknown setting 'nope'" in capsys.readouterr().err
     assert main([*args, "--data", str(tmp_path / "missing")]) == 2

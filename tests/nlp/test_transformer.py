@@ -97,6 +97,7 @@ def test_inference_graph_gives_the_models_logits(tiny_dir: Path) -> None:
     # reproduce transformers' BertModel on a padded batch, not just on a freshly initialised model.
     net = LiveCommentForSequenceClassification.from_pretrained(str(tiny_dir))
     net.set_logit_bias([0.1, -0.2, 0.3, 0.4])
+    net.set_temperature(1.6, 0.7)
     torch.manual_seed(3)
     with torch.no_grad():
         for param in net.parameters():
@@ -118,6 +119,25 @@ def test_inference_graph_gives_the_models_logits(tiny_dir: Path) -> None:
         for graph in (eager, compiled, compiled):  # twice: TorchScript profiles the first runs
             assert torch.allclose(graph(ids, mask), expected, atol=1e-5)
             assert torch.allclose(graph(full, mask[[1, 4]]), net(input_ids=full).logits, atol=1e-5)
+
+
+def test_temperature_divides_the_raw_logits_before_the_bias(tiny_dir: Path, tmp_path: Path) -> None:
+    net = LiveCommentForSequenceClassification.from_pretrained(str(tiny_dir))
+    ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]])
+    mask = (ids != 0).long()
+    with torch.inference_mode():
+        raw = net(input_ids=ids, attention_mask=mask).logits
+        net.set_temperature(2.0, 4.0)
+        net.set_logit_bias([0.0, 0.5, 0.0, -1.0])
+        scaled = net(input_ids=ids, attention_mask=mask).logits
+    expected = raw / torch.tensor([2.0, 2.0, 2.0, 4.0]) + torch.tensor([0.0, 0.5, 0.0, -1.0])
+    assert torch.allclose(scaled, expected, atol=1e-6)
+    # Saved with the weights, read back by the classifier (and a config without it means 1, 1).
+    net.save_pretrained(str(tmp_path), safe_serialization=True)
+    assert LiveCommentConfig.from_pretrained(str(tmp_path)).logit_temperature == [2.0, 4.0]
+    assert LiveCommentConfig().logit_temperature == [1.0, 1.0]
+    with pytest.raises(ValueError, match="logit_temperature"):
+        LiveCommentConfig(logit_temperature=[1.0, 0.0])
 
 
 def test_parallel_streams_keep_order_and_values(tiny_dir: Path, tiny: TransformerClassifier) -> None:
