@@ -125,8 +125,12 @@ async def _latency_at_rate(classifier: str, texts: list[str], rate: int, seconds
 
 @_scenario("pipeline")
 def pipeline_scenario(
-    *, classifier: str = "rules", n: int = 30000, rate: int = 1000, seconds: float = 5.0, **_: Any
+    *, classifier: str | None = None, n: int = 30000, rate: int = 1000, seconds: float = 5.0, **_: Any
 ) -> dict[str, Any]:
+    if classifier is None:  # the configured default, as `livebot run` would use
+        from bot.config import ClassifierConfig
+
+        classifier = ClassifierConfig().name
     texts = bench_comments(n)
     with tempfile.TemporaryDirectory() as tmp:
         pipeline_rate = asyncio.run(_pipeline_throughput(classifier, texts, Path(tmp) / "bench.db"))

@@ -245,8 +245,8 @@ async def test_a_joining_worker_gets_its_share_and_nothing_is_lost_or_doubled(
     rooms = [f"room{i}" for i in range(4)]
     with Store.open(tmp_path / "s.db") as store:
         pipe_a, pipe_b = pipeline(store), pipeline(store)
-        a = RedisBus(url, pipe_a, role=BusRole.WORKER, store=store, name="a", lease_ms=300)
-        b = RedisBus(url, pipe_b, role=BusRole.WORKER, store=store, name="b", lease_ms=300)
+        a = RedisBus(url, pipe_a, role=BusRole.WORKER, store=store, name="a", lease_ms=1000)
+        b = RedisBus(url, pipe_b, role=BusRole.WORKER, store=store, name="b", lease_ms=1000)
         taken: list[tuple[str, str | None]] = []
 
         def restore(room: str, sid: str | None) -> None:

@@ -229,7 +229,7 @@ def test_data_quality_counts_lines_and_skips(stored: tuple[Store, str], log: Pat
     assert dict(q.skipped) == {"bad_json": 1}
     assert (q.stored_events, q.comments, q.unanalyzed_comments) == (EVENTS, COMMENTS, 0)
     assert q.pipeline["received"] == EVENTS and q.pipeline["analyzed"] == COMMENTS
-    assert q.classifiers == {"rules": COMMENTS}
+    assert q.classifiers == {Config().classifier.name: COMMENTS}  # the replay ran on the default classifier
 
 
 def test_html_shows_the_numbers_and_is_self_contained(stored: tuple[Store, str]) -> None:
