@@ -824,6 +824,14 @@ def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int
     _, val_set, _ = load_data(data, settings, int(meta["seed"]), meta.get("subset"))
     if not val_set:
         raise ValueError("--recalibrate: the model's training run has no validation split")
+    # Same seed and settings but other data would give another split: the stored counts tell.
+    rebuilt = {f"val_{k}": v for k, v in Counter(e.source for e in val_set).items()}
+    recorded = {k: v for k, v in meta.get("counts", {}).items() if k.startswith("val_")}
+    if recorded and rebuilt != recorded:
+        raise ValueError(
+            f"--recalibrate: this data gives another validation split ({rebuilt}) than the model's training "
+            f"run ({recorded}); pass the --data it was trained with"
+        )
     model = LiveCommentForSequenceClassification.from_pretrained(str(out))
     vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
     encode = CharEncoder(vocab, settings.max_chars)

@@ -102,6 +102,11 @@ def test_recalibrate_refits_temperature_and_bias_without_touching_weights(tmp_pa
     assert (out / "model.safetensors").read_bytes() == weights
     with pytest.raises(ValueError, match="same data"):
         recalibrate(out, tmp_path, threads=1)
+    meta = json.loads((out / "training.json").read_text())
+    meta["counts"]["val_authored"] += 1  # as if trained on other data
+    (out / "training.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="another validation split"):
+        recalibrate(out, None, threads=1)
     with pytest.raises(ValueError, match="training.json"):
         recalibrate(tmp_path, None, threads=1)
 
