@@ -149,7 +149,7 @@ async def test_runsheet_tools_on_host_and_control(show: Show, browser: Any) -> N
     item = control.locator('#checklist button[data-item="人设"]')
     await item.wait_for(timeout=10_000)
     await item.click()
-    await control.wait_for_selector("#log li.ok", timeout=5_000)
+    await control.wait_for_selector("#log li.ok", timeout=10_000)
     assert "人设" in show.engine.memory.timing.checked
     assert show.store.marks(show.session, "checklist")[0]["key"] == "人设"
     show.tick()
