@@ -486,18 +486,22 @@ def fit_temperature(logits: torch.Tensor, examples: Sequence[Example]) -> tuple[
 
 def calibrate(
     model: LiveCommentForSequenceClassification, encoded: Sequence[list[int]], examples: Sequence[Example]
-) -> tuple[list[float], list[float], dict[str, float]]:
+) -> tuple[dict[str, float], torch.Tensor]:
     """Fit the temperatures, then the neutral/confusion bias on the scaled logits; set both on the model.
 
-    Returns (temperature, bias, validation metrics with both).
+    One pass over the validation split: the scaled and calibrated logits are derived from the raw ones
+    the way the model's forward derives them. Returns (validation metrics, calibrated logits).
     """
     model.set_temperature(1.0, 1.0)
     model.set_logit_bias([0.0] * 4)
-    temperature = fit_temperature(predict_logits(model, encoded), examples)
-    model.set_temperature(*temperature)
-    bias, metrics = fit_calibration(predict_logits(model, encoded), examples)
+    raw = predict_logits(model, encoded)
+    model.set_temperature(*fit_temperature(raw, examples))
+    scaled = raw * torch.tensor(model.config.logit_scale(), dtype=raw.dtype)
+    bias, metrics = fit_calibration(scaled, examples)
     model.set_logit_bias([0.0, bias[0], 0.0, bias[1]])
-    return list(temperature), bias, metrics
+    log.info("calibration: temperature %s, bias %s: validation %s", model.config.logit_temperature,
+             model.config.logit_bias, json.dumps(metrics, sort_keys=True))
+    return metrics, scaled + torch.tensor(model.config.logit_bias, dtype=raw.dtype)
 
 
 def fit_calibration(logits: torch.Tensor, examples: Sequence[Example]) -> tuple[list[float], dict[str, float]]:
@@ -757,12 +761,13 @@ def train(
     fused: dict[str, float] = {}
     rules_weights = list(settings.rules_weights) if settings.rules_weights else None
     model.config.rules_blend = rules_weights
+    val_logits: torch.Tensor | None = None
     if settings.calibrate and val_set:
-        temperature, bias, calibrated = calibrate(model, val_ids, val_set)
-        log.info("calibration: temperature %s, bias %s: validation %s", temperature, bias,
-                 json.dumps(calibrated, sort_keys=True))
+        calibrated, val_logits = calibrate(model, val_ids, val_set)
     if rules_weights and val_set:
-        fused = rules_fusion_metrics(predict_logits(model, val_ids), val_set, rules_weights)
+        if val_logits is None:
+            val_logits = predict_logits(model, val_ids)
+        fused = rules_fusion_metrics(val_logits, val_set, rules_weights)
         log.info("with rules %s: validation %s", rules_weights, json.dumps(fused, sort_keys=True))
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -836,16 +841,12 @@ def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int
     vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
     encode = CharEncoder(vocab, settings.max_chars)
     val_ids = [encode(e.text) for e in val_set]
-    temperature, bias, calibrated = calibrate(model, val_ids, val_set)
-    log.info("calibration: temperature %s, bias %s: validation %s", temperature, bias,
-             json.dumps(calibrated, sort_keys=True))
+    calibrated, val_logits = calibrate(model, val_ids, val_set)
     meta["logit_temperature"] = model.config.logit_temperature
     meta["logit_bias"] = model.config.logit_bias
     meta["validation_calibrated"] = calibrated
     if model.config.rules_blend:
-        meta["validation_with_rules"] = rules_fusion_metrics(
-            predict_logits(model, val_ids), val_set, model.config.rules_blend
-        )
+        meta["validation_with_rules"] = rules_fusion_metrics(val_logits, val_set, model.config.rules_blend)
     model.config.save_pretrained(str(out))
     meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return meta
