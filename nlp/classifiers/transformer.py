@@ -80,6 +80,26 @@ def hashed_ngram_logits(
     return total / count.clamp_min(1.0)
 
 
+SENTIMENT_HEADS = ("flat", "hierarchical")
+
+
+def hierarchical_logits(raw: torch.Tensor) -> torch.Tensor:
+    """Read raw [neg, neu, pos, confusion] outputs as two decisions: neutral or not, then pos vs neg.
+
+    P(neu) = σ(r_neu) and P(pos | not neutral) = σ(r_pos − r_neg); returns the log-probabilities of neg,
+    neu, pos (a softmax of them gives the probabilities back) and the confusion logit unchanged. The
+    binary review corpora, trained on neg vs pos only, then move only the direction r_pos − r_neg: a
+    review's strong 不 → negative cannot decide whether a live comment carries sentiment at all; only the
+    3-way live data teaches that.
+    """
+    polar = F.logsigmoid(-raw[:, 1])
+    direction = raw[:, 2] - raw[:, 0]
+    return torch.stack(
+        [polar + F.logsigmoid(-direction), F.logsigmoid(raw[:, 1]), polar + F.logsigmoid(direction), raw[:, 3]],
+        dim=1,
+    )
+
+
 def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[CLS ‖ mean over the text's tokens]: what the heads read, in training and in the inference graph."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -100,6 +120,7 @@ class LiveCommentConfig(BertConfig):
         rules_blend: Sequence[float] | None = None,
         logit_bias: Sequence[float] | None = None,
         logit_temperature: Sequence[float] | None = None,
+        sentiment_head: str = "flat",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("num_labels", NUM_LOGITS)
@@ -120,6 +141,10 @@ class LiveCommentConfig(BertConfig):
         over-confident, which hides the low-confidence analyses that should go to a human."""
         if len(self.logit_temperature) != 2 or min(self.logit_temperature) <= 0:
             raise ValueError(f"logit_temperature must be two positive numbers, got {self.logit_temperature}")
+        if sentiment_head not in SENTIMENT_HEADS:
+            raise ValueError(f"sentiment_head must be one of {SENTIMENT_HEADS}, got {sentiment_head!r}")
+        self.sentiment_head = sentiment_head
+        """flat: one softmax over neg/neu/pos; hierarchical: see `hierarchical_logits`."""
 
     def logit_scale(self) -> list[float]:
         """Per-logit factor [1/Ts, 1/Ts, 1/Ts, 1/Tc] applied to the raw logits."""
@@ -178,6 +203,8 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         logits = self.head(self.dropout(pooled))
         if self.ngrams is not None:
             logits = logits + self.ngram_logits(input_ids, attention_mask)
+        if self.config.sentiment_head == "hierarchical":
+            logits = hierarchical_logits(logits)
         scale = self.config.logit_scale()
         if any(f != 1.0 for f in scale):
             logits = logits * torch.tensor(scale, dtype=logits.dtype)
@@ -258,6 +285,7 @@ class InferenceGraph(nn.Module):
         self.buckets = int(cfg.ngram_buckets)
         self.orders: list[int] = [int(n) for n in cfg.ngram_orders]
         self.primes: list[int] = list(_NGRAM_PRIMES)
+        self.hierarchical = cfg.sentiment_head == "hierarchical"
         self.scale = torch.tensor(cfg.logit_scale(), dtype=self.word.dtype)
         self.bias = torch.tensor(cfg.logit_bias, dtype=self.word.dtype)
 
@@ -295,6 +323,8 @@ class InferenceGraph(nn.Module):
             logits = logits + hashed_ngram_logits(
                 input_ids.long(), valid, self.ngram_table, self.buckets, self.orders, self.primes
             )
+        if self.hierarchical:
+            logits = hierarchical_logits(logits)
         return logits * self.scale + self.bias
 
 

@@ -21,6 +21,7 @@ from nlp.classifiers.transformer import (  # noqa: E402
     TransformerClassifier,
     clip_text,
     compile_graph,
+    hierarchical_logits,
 )
 from nlp.train import build_vocab, save_tokenizer  # noqa: E402
 
@@ -92,10 +93,12 @@ def test_batch_out_order_equals_batch_in_order(tiny: TransformerClassifier) -> N
         assert r.sentiment_probs == pytest.approx(b.sentiment_probs, abs=1e-5)
 
 
-def test_inference_graph_gives_the_models_logits(tiny_dir: Path) -> None:
+@pytest.mark.parametrize("head", ["flat", "hierarchical"])
+def test_inference_graph_gives_the_models_logits(tiny_dir: Path, head: str) -> None:
     # Every weight random (biases and layer norms too) and a calibration bias: the direct forward pass must
     # reproduce transformers' BertModel on a padded batch, not just on a freshly initialised model.
     net = LiveCommentForSequenceClassification.from_pretrained(str(tiny_dir))
+    net.config.sentiment_head = head
     net.set_logit_bias([0.1, -0.2, 0.3, 0.4])
     net.set_temperature(1.6, 0.7)
     torch.manual_seed(3)
@@ -138,6 +141,25 @@ def test_temperature_divides_the_raw_logits_before_the_bias(tiny_dir: Path, tmp_
     assert LiveCommentConfig().logit_temperature == [1.0, 1.0]
     with pytest.raises(ValueError, match="logit_temperature"):
         LiveCommentConfig(logit_temperature=[1.0, 0.0])
+
+
+def test_hierarchical_head_separates_neutrality_from_direction() -> None:
+    torch.manual_seed(5)
+    raw = torch.randn(6, 4, requires_grad=True)
+    out = hierarchical_logits(raw)
+    probs = torch.softmax(out[:, :3], dim=-1)
+    assert torch.allclose(probs.sum(dim=-1), torch.ones(6))
+    assert torch.allclose(probs, out[:, :3].exp(), atol=1e-6)  # already normalised log-probabilities
+    assert torch.allclose(probs[:, 1], torch.sigmoid(raw[:, 1]), atol=1e-6)
+    assert torch.equal(out[:, 3], raw[:, 3])
+    # The review corpora's loss (neg vs pos only) must not move whether a comment is neutral.
+    target = torch.tensor([0, 1, 1, 0, 1, 0])
+    torch.nn.functional.cross_entropy(out[:, [0, 2]], target).backward()
+    assert raw.grad is not None
+    assert raw.grad[:, 1].abs().max() < 1e-7  # zero up to float rounding
+    assert torch.count_nonzero(raw.grad[:, [0, 2]]) == 12
+    with pytest.raises(ValueError, match="sentiment_head"):
+        LiveCommentConfig(sentiment_head="tree")
 
 
 def test_parallel_streams_keep_order_and_values(tiny_dir: Path, tiny: TransformerClassifier) -> None:
