@@ -94,7 +94,8 @@ class TrainSettings:
     dropout: float = 0.1
     sentiment_head: str = "flat"
     """flat (one softmax over neg/neu/pos) or hierarchical (neutral or not, then pos vs neg; the review
-    corpora train only the second decision): see `hierarchical_logits`."""
+    corpora train only the second decision): see `hierarchical_logits`. With this recipe the flat head
+    scored higher on every validation figure (0.832 vs 0.829 with the rules fused; model card)."""
     mlm_epochs: float = 3.0
     """Passes of masked-LM pretraining over all training texts (0 = none); the learning-rate schedule
     spans them. More helped on the validation score: 1 → 2 epochs 0.797 → 0.809 (mostly the review
