@@ -109,6 +109,9 @@ class TrainSettings:
     lr: float = 5e-4
     ngram_lr: float = 5e-3
     weight_decay: float = 0.01
+    ema_decay: float | None = None
+    """Validate (and keep) an exponential moving average of the fine-tuned weights instead of the weights
+    themselves (Polyak averaging; the decay ramps up as (1 + step) / (10 + step) early on); None = off."""
     warmup: float = 0.06
     tokens_per_batch: int = 4096
     max_batch: int = 128
@@ -726,6 +729,10 @@ def train(
         groups.append({"params": ngram_params, "lr": settings.ngram_lr, "weight_decay": 0.0, "base": settings.ngram_lr})
     opt = torch.optim.AdamW(groups, foreach=True)
 
+    # Moving average of every floating-point tensor; state_dict() tensors share the parameters' storage.
+    live_tensors = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
+    ema = [t.detach().clone() for t in live_tensors] if settings.ema_decay else []
+
     best_score = -1.0
     best_epoch = 0
     best_state: dict[str, torch.Tensor] | None = None
@@ -749,13 +756,25 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
+            if ema and settings.ema_decay:
+                decay = min(settings.ema_decay, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, live_tensors, 1.0 - decay)
             if step % 200 == 0:
                 log.info("epoch %d step %d/%d loss %.4f", epoch, step, total_steps, loss.item())
+        trained = [t.detach().clone() for t in live_tensors] if ema else []
+        if ema:
+            with torch.no_grad():
+                torch._foreach_copy_(live_tensors, ema)
         metrics = validation_metrics(model, val_ids, val_set) if val_set else {"score": 0.0}
-        log.info("epoch %d validation %s", epoch, json.dumps(metrics, sort_keys=True))
+        which = " (moving average)" if ema else ""
+        log.info("epoch %d validation%s %s", epoch, which, json.dumps(metrics, sort_keys=True))
         if metrics["score"] > best_score:
             best_score, best_epoch, best_metrics = metrics["score"], epoch, metrics
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if ema:
+            with torch.no_grad():
+                torch._foreach_copy_(live_tensors, trained)
         if stopped_early:
             log.warning("fine-tuning: time budget reached in epoch %d", epoch)
             break

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from pathlib import Path
 
@@ -59,6 +61,19 @@ def test_training_on_a_tiny_subset_is_deterministic(tmp_path: Path) -> None:
     preds = classifier.predict(["多少钱", "太贵了", ""])
     assert len(preds) == 3
     assert (a.out_dir / "training.json").is_file()
+
+
+def test_moving_average_of_the_weights_is_what_training_keeps(tmp_path: Path) -> None:
+    averaged = dataclasses.replace(TINY, ema_decay=0.9)
+    a = train(tmp_path / "a", seed=7, subset=64, settings=averaged, threads=1)
+    b = train(tmp_path / "b", seed=7, subset=64, settings=averaged, threads=1)
+    plain = train(tmp_path / "plain", seed=7, subset=64, settings=TINY, threads=1)
+    wa, wb, wp = _weights(a.out_dir), _weights(b.out_dir), _weights(plain.out_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # still deterministic
+    # Same data, order and steps: only the averaging differs, and it moves the trained matrices.
+    for key in ("head.weight", "bert.encoder.layer.0.output.dense.weight"):
+        assert not torch.equal(wa[key], wp[key]), key
+    assert json.loads((a.out_dir / "training.json").read_text())["settings"]["ema_decay"] == 0.9
 
 
 def test_fit_temperature_recovers_the_over_confidence() -> None:
