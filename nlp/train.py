@@ -757,9 +757,9 @@ def train(
             opt.step()
             step += 1
             if ema and settings.ema_decay:
-                decay = min(settings.ema_decay, (1 + step) / (10 + step))
+                keep = min(settings.ema_decay, (1 + step) / (10 + step))
                 with torch.no_grad():
-                    torch._foreach_lerp_(ema, live_tensors, 1.0 - decay)
+                    torch._foreach_lerp_(ema, live_tensors, 1.0 - keep)
             if step % 200 == 0:
                 log.info("epoch %d step %d/%d loss %.4f", epoch, step, total_steps, loss.item())
         trained = [t.detach().clone() for t in live_tensors] if ema else []
