@@ -54,7 +54,7 @@ class Collector:
         return [e.event for e in self.events if e.kind is EventKind.SYSTEM]
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll a condition the code under test makes true on its own schedule."""
     async with asyncio.timeout(timeout):
         while not predicate():
