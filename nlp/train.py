@@ -47,6 +47,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from nlp.classifiers.transformer import (  # noqa: E402
     MODEL_DIR,
+    SENTIMENT_HEADS,
     LiveCommentConfig,
     LiveCommentForSequenceClassification,
     blend_with_rules,
@@ -890,9 +891,18 @@ def settings_from_overrides(pairs: Sequence[str]) -> TrainSettings:
         key, _, value = pair.partition("=")
         if key not in names:
             raise ValueError(f"--set: unknown setting {key!r}")
-        parsed = json.loads(value)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--set {pair}: the value must be JSON (strings in double quotes): {exc}") from exc
         changes[key] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return replace(settings, **changes)
+    result = replace(settings, **changes)
+    # Checked here, not minutes later when the model is built.
+    if result.sentiment_head not in SENTIMENT_HEADS:
+        raise ValueError(f"--set sentiment_head: one of {', '.join(SENTIMENT_HEADS)}, got {result.sentiment_head!r}")
+    if result.ema_decay is not None and not 0.0 < result.ema_decay < 1.0:
+        raise ValueError(f"--set ema_decay: between 0 and 1 (exclusive) or null, got {result.ema_decay!r}")
+    return result
 
 
 def run_from_args(args: argparse.Namespace) -> int:

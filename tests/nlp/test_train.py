@@ -161,6 +161,13 @@ def test_settings_overrides() -> None:
     assert settings.layers == 2 and settings.ngram_orders == (1, 2)
     with pytest.raises(ValueError, match="unknown setting 'nope'"):
         settings_from_overrides(["nope=1"])
+    assert settings_from_overrides(['sentiment_head="hierarchical"']).sentiment_head == "hierarchical"
+    with pytest.raises(ValueError, match="double quotes"):
+        settings_from_overrides(["sentiment_head=hierarchical"])  # what a shell leaves of unquoted JSON
+    with pytest.raises(ValueError, match="sentiment_head: one of flat, hierarchical"):
+        settings_from_overrides(['sentiment_head="tree"'])
+    with pytest.raises(ValueError, match="ema_decay"):
+        settings_from_overrides(["ema_decay=1.5"])
 
 
 def test_char_encoder_matches_the_saved_tokenizer(tmp_path: Path) -> None:
