@@ -132,6 +132,13 @@ class TrainSettings:
     """Late fusion with the rules classifier at inference: weights of its sentiment log-probabilities and
     confusion log-odds (1, 1 = a plain product of experts); None = the model alone."""
 
+    def __post_init__(self) -> None:
+        # Checked when the settings are made (e.g. from --set), not minutes later when the model is built.
+        if self.sentiment_head not in SENTIMENT_HEADS:
+            raise ValueError(f"sentiment_head: one of {', '.join(SENTIMENT_HEADS)}, got {self.sentiment_head!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: between 0 and 1 (exclusive) or null, got {self.ema_decay!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class TrainReport:
@@ -896,13 +903,10 @@ def settings_from_overrides(pairs: Sequence[str]) -> TrainSettings:
         except json.JSONDecodeError as exc:
             raise ValueError(f"--set {pair}: the value must be JSON (strings in double quotes): {exc}") from exc
         changes[key] = tuple(parsed) if isinstance(parsed, list) else parsed
-    result = replace(settings, **changes)
-    # Checked here, not minutes later when the model is built.
-    if result.sentiment_head not in SENTIMENT_HEADS:
-        raise ValueError(f"--set sentiment_head: one of {', '.join(SENTIMENT_HEADS)}, got {result.sentiment_head!r}")
-    if result.ema_decay is not None and not 0.0 < result.ema_decay < 1.0:
-        raise ValueError(f"--set ema_decay: between 0 and 1 (exclusive) or null, got {result.ema_decay!r}")
-    return result
+    try:
+        return replace(settings, **changes)
+    except ValueError as exc:
+        raise ValueError(f"--set {exc}") from exc
 
 
 def run_from_args(args: argparse.Namespace) -> int:
