@@ -110,9 +110,11 @@ class TrainSettings:
     lr: float = 5e-4
     ngram_lr: float = 5e-3
     weight_decay: float = 0.01
-    ema_decay: float | None = None
+    ema_decay: float | None = 0.999
     """Validate (and keep) an exponential moving average of the fine-tuned weights instead of the weights
-    themselves (Polyak averaging; the decay ramps up as (1 + step) / (10 + step) early on); None = off."""
+    themselves (Polyak averaging; the decay ramps up as (1 + step) / (10 + step) early on); None = off.
+    Ahead of the plain weights with the rules fused on the validation split of two seeds (+0.004, +0.009);
+    level after calibration alone (+0.001 both)."""
     warmup: float = 0.06
     tokens_per_batch: int = 4096
     max_batch: int = 128
