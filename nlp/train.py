@@ -31,7 +31,8 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -554,6 +555,23 @@ def rules_fusion_metrics(
 # ---------------------------------------------------------------------------------- training
 
 
+@contextmanager
+def _swapped_in(live: list[torch.Tensor], other: list[torch.Tensor]) -> Iterator[None]:
+    """Hold `other` (e.g. the moving average) in the model's tensors for the block, then restore them;
+    nothing happens for an empty `other`."""
+    if not other:
+        yield
+        return
+    saved = [t.detach().clone() for t in live]
+    with torch.no_grad():
+        torch._foreach_copy_(live, other)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(live, saved)
+
+
 def _set_determinism(seed: int, threads: int) -> torch.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -740,8 +758,9 @@ def train(
     opt = torch.optim.AdamW(groups, foreach=True)
 
     # Moving average of every floating-point tensor; state_dict() tensors share the parameters' storage.
+    ema_decay = settings.ema_decay
     live_tensors = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
-    ema = [t.detach().clone() for t in live_tensors] if settings.ema_decay else []
+    ema = [t.detach().clone() for t in live_tensors] if ema_decay else []
 
     best_score = -1.0
     best_epoch = 0
@@ -766,25 +785,19 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
-            if ema and settings.ema_decay:
-                keep = min(settings.ema_decay, (1 + step) / (10 + step))
+            if ema_decay:
+                keep = min(ema_decay, (1 + step) / (10 + step))
                 with torch.no_grad():
                     torch._foreach_lerp_(ema, live_tensors, 1.0 - keep)
             if step % 200 == 0:
                 log.info("epoch %d step %d/%d loss %.4f", epoch, step, total_steps, loss.item())
-        trained = [t.detach().clone() for t in live_tensors] if ema else []
-        if ema:
-            with torch.no_grad():
-                torch._foreach_copy_(live_tensors, ema)
-        metrics = validation_metrics(model, val_ids, val_set) if val_set else {"score": 0.0}
-        which = " (moving average)" if ema else ""
-        log.info("epoch %d validation%s %s", epoch, which, json.dumps(metrics, sort_keys=True))
-        if metrics["score"] > best_score:
-            best_score, best_epoch, best_metrics = metrics["score"], epoch, metrics
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if ema:
-            with torch.no_grad():
-                torch._foreach_copy_(live_tensors, trained)
+        with _swapped_in(live_tensors, ema):
+            metrics = validation_metrics(model, val_ids, val_set) if val_set else {"score": 0.0}
+            which = " (moving average)" if ema else ""
+            log.info("epoch %d validation%s %s", epoch, which, json.dumps(metrics, sort_keys=True))
+            if metrics["score"] > best_score:
+                best_score, best_epoch, best_metrics = metrics["score"], epoch, metrics
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if stopped_early:
             log.warning("fine-tuning: time budget reached in epoch %d", epoch)
             break
