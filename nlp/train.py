@@ -849,6 +849,44 @@ def train(
     return report
 
 
+def split_of_model(
+    model_dir: Path, data_dir: Path | str | None, threads: int = 2
+) -> tuple[dict[str, Any], TrainSettings, list[Example], list[Example]]:
+    """(training.json, settings, train split, validation split) of a model trained by `train`.
+
+    The split is rebuilt from the seed, subset and settings in training.json, so ``data_dir`` must be the
+    data it was trained on.
+
+    Raises:
+        ValueError: no training.json, or ``data_dir`` does not match how the model was trained.
+    """
+    meta_path = model_dir / "training.json"
+    if not meta_path.is_file():
+        raise ValueError(f"{meta_path} is missing (only models trained by livebot train)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if (meta.get("data_dir") is None) != (data_dir is None):
+        raise ValueError(f"the model was trained with --data {meta.get('data_dir')}; pass the same data")
+    fields = TrainSettings.__dataclass_fields__
+    stored: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items() if k in fields
+    }
+    settings = replace(TrainSettings(), **stored)
+    _set_determinism(int(meta["seed"]), threads)
+    data = Path(data_dir) if data_dir is not None else None
+    train_set, val_set, _ = load_data(data, settings, int(meta["seed"]), meta.get("subset"))
+    if not val_set:
+        raise ValueError("the model's training run has no validation split")
+    # Same seed and settings but other data would give another split: the stored counts tell.
+    rebuilt = {f"val_{k}": v for k, v in Counter(e.source for e in val_set).items()}
+    recorded = {k: v for k, v in meta.get("counts", {}).items() if k.startswith("val_")}
+    if recorded and rebuilt != recorded:
+        raise ValueError(
+            f"this data gives another validation split ({rebuilt}) than the model's training "
+            f"run ({recorded}); pass the --data it was trained with"
+        )
+    return meta, settings, train_set, val_set
+
+
 def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int = 2) -> dict[str, Any]:
     """Refit the temperatures and bias of a trained model without retraining it.
 
@@ -860,32 +898,11 @@ def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int
         ValueError: no training.json, or ``data_dir`` does not match how the model was trained.
     """
     out = Path(model_dir)
+    try:
+        meta, settings, _, val_set = split_of_model(out, data_dir, threads)
+    except ValueError as exc:
+        raise ValueError(f"--recalibrate: {exc}") from exc
     meta_path = out / "training.json"
-    if not meta_path.is_file():
-        raise ValueError(f"--recalibrate: {meta_path} is missing (only models trained by livebot train)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if (meta.get("data_dir") is None) != (data_dir is None):
-        raise ValueError(
-            f"--recalibrate: the model was trained with --data {meta.get('data_dir')}; pass the same data"
-        )
-    fields = TrainSettings.__dataclass_fields__
-    stored: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items() if k in fields
-    }
-    settings = replace(TrainSettings(), **stored)
-    _set_determinism(int(meta["seed"]), threads)
-    data = Path(data_dir) if data_dir is not None else None
-    _, val_set, _ = load_data(data, settings, int(meta["seed"]), meta.get("subset"))
-    if not val_set:
-        raise ValueError("--recalibrate: the model's training run has no validation split")
-    # Same seed and settings but other data would give another split: the stored counts tell.
-    rebuilt = {f"val_{k}": v for k, v in Counter(e.source for e in val_set).items()}
-    recorded = {k: v for k, v in meta.get("counts", {}).items() if k.startswith("val_")}
-    if recorded and rebuilt != recorded:
-        raise ValueError(
-            f"--recalibrate: this data gives another validation split ({rebuilt}) than the model's training "
-            f"run ({recorded}); pass the --data it was trained with"
-        )
     model = LiveCommentForSequenceClassification.from_pretrained(str(out))
     vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
     encode = CharEncoder(vocab, settings.max_chars)
