@@ -162,16 +162,21 @@ def compare(
     net = LiveCommentForSequenceClassification.from_pretrained(str(out))
     vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
     encode = CharEncoder(vocab, base.max_chars)
+    # The model's forward applies its calibration; the raw logits are compared, and every row gets the
+    # same calibration below.
+    temperature, bias = list(net.config.logit_temperature), list(net.config.logit_bias)
+    net.set_temperature(1.0, 1.0)
+    net.set_logit_bias([0.0] * 4)
     deep = predict_logits(net, [encode(e.text) for e in val_set])
     linear = wide.logits([e.text for e in val_set])
     rules = RulesClassifier().predict([e.text for e in val_set])
 
     def fused(logits: torch.Tensor) -> dict[str, float]:
         scaled = logits.clone()
-        scaled[:, :3] /= float(net.config.logit_temperature[0])
-        scaled[:, 3] /= float(net.config.logit_temperature[1])
+        scaled[:, :3] /= float(temperature[0])
+        scaled[:, 3] /= float(temperature[1])
         # The transformer's calibration for every row, so the rows differ only in the logits.
-        scaled += torch.tensor(net.config.logit_bias, dtype=scaled.dtype)
+        scaled += torch.tensor(bias, dtype=scaled.dtype)
         probs, conf = blend_with_rules(scaled, rules, net.config.rules_blend or (1.0, 1.0))
         return score_predictions(_scores(probs, conf), val_set)
 

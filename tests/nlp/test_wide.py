@@ -64,9 +64,13 @@ def test_compare_reports_every_row_on_the_models_own_split(tmp_path: Path, capsy
     for kinds in rows.values():
         assert set(kinds) == {"raw", "with_rules"}
         assert 0.0 <= kinds["raw"]["score"] <= 1.0
-    # The transformer's raw row is what training recorded for the same split and weights.
-    recorded = json.loads((out / "training.json").read_text())["validation"]
-    assert rows["transformer"]["raw"]["score"] == pytest.approx(recorded["score"], abs=1e-6)
+    # The transformer's rows are what training recorded for the same split and weights: raw logits, and
+    # calibrated once (not twice: the model's forward calibrates) with the rules fused.
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["logit_temperature"] != [1.0, 1.0] or any(meta["logit_bias"])
+    for kind, key in (("raw", "validation"), ("with_rules", "validation_with_rules")):
+        for name, value in meta[key].items():
+            assert rows["transformer"][kind][name] == pytest.approx(value, abs=1e-6), (kind, name)
     assert "| transformer, raw |" in format_table(report)
     # Wrong data for this model: one clear line, exit code 2.
     assert main(["--model", str(out), "--data", str(tmp_path)]) == 2
