@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = WideSettings(buckets_log2=args.buckets_log2, words=not args.no_words, epochs=args.epochs)
     try:
         report = compare(args.model, args.data, settings, threads=args.threads)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"python -m nlp.wide: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else format_table(report))
