@@ -167,6 +167,7 @@ def compare(
     temperature, bias = list(net.config.logit_temperature), list(net.config.logit_bias)
     net.set_temperature(1.0, 1.0)
     net.set_logit_bias([0.0] * 4)
+    net.config.linear_mix = 0.0  # the encoder alone, as training.json's "validation" measured it
     deep = predict_logits(net, [encode(e.text) for e in val_set])
     linear = wide.logits([e.text for e in val_set])
     rules = RulesClassifier().predict([e.text for e in val_set])

@@ -53,7 +53,7 @@ NUM_LOGITS = 4
 """neg, neu, pos, confusion."""
 _MAX_TOKENS = 8192
 _WIDTH_SLACK = 1.3
-_NGRAM_PRIMES = (1_000_003, 998_244_353, 19_260_817)
+_NGRAM_PRIMES = (1_000_003, 998_244_353, 19_260_817, 1_000_000_007)
 
 
 def hashed_ngram_logits(
@@ -65,6 +65,18 @@ def hashed_ngram_logits(
     """
     total = torch.zeros(ids.shape[0], table.shape[1], dtype=table.dtype, device=ids.device)
     count = torch.zeros(ids.shape[0], 1, dtype=table.dtype, device=ids.device)
+    for h, ok in ngram_hashes(ids, valid, buckets, orders, primes):
+        weights = F.embedding(h, table) * ok.unsqueeze(-1).to(table.dtype)
+        total = total + weights.sum(dim=1)
+        count = count + ok.sum(dim=1, keepdim=True).to(table.dtype)
+    return total / count.clamp_min(1.0)
+
+
+def ngram_hashes(
+    ids: torch.Tensor, valid: torch.Tensor, buckets: int, orders: list[int], primes: list[int]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per order, (bucket of every window [N, W], window lies inside the text [N, W])."""
+    out: list[tuple[torch.Tensor, torch.Tensor]] = []
     for order in orders:
         width = ids.shape[1] - order + 1
         if width > 0:
@@ -74,10 +86,8 @@ def hashed_ngram_logits(
             for k in range(order):
                 h = torch.remainder(h * primes[k] + ids[:, k : k + width], buckets)
                 ok = ok & valid[:, k : k + width]
-            weights = F.embedding(h, table) * ok.unsqueeze(-1).to(table.dtype)
-            total = total + weights.sum(dim=1)
-            count = count + ok.sum(dim=1, keepdim=True).to(table.dtype)
-    return total / count.clamp_min(1.0)
+            out.append((h, ok))
+    return out
 
 
 SENTIMENT_HEADS = ("flat", "hierarchical")
@@ -121,6 +131,9 @@ class LiveCommentConfig(BertConfig):
         logit_bias: Sequence[float] | None = None,
         logit_temperature: Sequence[float] | None = None,
         sentiment_head: str = "flat",
+        linear_buckets: int = 0,
+        linear_orders: Sequence[int] = (1, 2, 3, 4),
+        linear_mix: float = 1.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("num_labels", NUM_LOGITS)
@@ -145,6 +158,13 @@ class LiveCommentConfig(BertConfig):
             raise ValueError(f"sentiment_head must be one of {SENTIMENT_HEADS}, got {sentiment_head!r}")
         self.sentiment_head = sentiment_head
         """flat: one softmax over neg/neu/pos; hierarchical: see `hierarchical_logits`."""
+        self.linear_buckets = int(linear_buckets)
+        """Hash buckets of the separately trained linear n-gram model (0 = none; see `nlp.train`)."""
+        self.linear_orders = [int(n) for n in linear_orders]
+        self.linear_mix = float(linear_mix)
+        """Weight of the linear model's logits in the sum with the encoder's (fitted on validation)."""
+        if max(self.ngram_orders + self.linear_orders, default=0) > len(_NGRAM_PRIMES):
+            raise ValueError(f"n-gram orders above {len(_NGRAM_PRIMES)} are not supported")
 
     def logit_scale(self) -> list[float]:
         """Per-logit factor [1/Ts, 1/Ts, 1/Ts, 1/Tc] applied to the raw logits."""
@@ -165,6 +185,7 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.head = nn.Linear(2 * config.hidden_size, NUM_LOGITS)
         self.ngrams = nn.Embedding(config.ngram_buckets, NUM_LOGITS) if config.ngram_buckets else None
+        self.linear_ngrams = nn.Embedding(config.linear_buckets, NUM_LOGITS) if config.linear_buckets else None
         self.post_init()
 
     def set_logit_bias(self, bias: Sequence[float]) -> None:
@@ -177,7 +198,7 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if module is self.ngrams:
+        if module is self.ngrams or module is self.linear_ngrams:
             nn.init.zeros_(module.weight)
 
     def ngram_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -186,6 +207,14 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         return hashed_ngram_logits(
             input_ids.long(), attention_mask != 0, self.ngrams.weight, self.config.ngram_buckets,
             list(self.config.ngram_orders), list(_NGRAM_PRIMES),
+        )
+
+    def linear_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The separately trained linear n-gram model's logits (before `linear_mix`)."""
+        assert self.linear_ngrams is not None
+        return hashed_ngram_logits(
+            input_ids.long(), attention_mask != 0, self.linear_ngrams.weight, self.config.linear_buckets,
+            list(self.config.linear_orders), list(_NGRAM_PRIMES),
         )
 
     def forward(
@@ -203,6 +232,8 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         logits = self.head(self.dropout(pooled))
         if self.ngrams is not None:
             logits = logits + self.ngram_logits(input_ids, attention_mask)
+        if self.linear_ngrams is not None and self.config.linear_mix:
+            logits = logits + self.config.linear_mix * self.linear_logits(input_ids, attention_mask)
         if self.config.sentiment_head == "hierarchical":
             logits = hierarchical_logits(logits)
         scale = self.config.logit_scale()
@@ -285,6 +316,13 @@ class InferenceGraph(nn.Module):
         self.buckets = int(cfg.ngram_buckets)
         self.orders: list[int] = [int(n) for n in cfg.ngram_orders]
         self.primes: list[int] = list(_NGRAM_PRIMES)
+        self.has_linear = net.linear_ngrams is not None and cfg.linear_mix != 0.0
+        self.linear_table = (
+            net.linear_ngrams.weight.detach() if net.linear_ngrams is not None else torch.zeros(1, NUM_LOGITS)
+        )
+        self.linear_buckets = int(cfg.linear_buckets)
+        self.linear_orders: list[int] = [int(n) for n in cfg.linear_orders]
+        self.linear_mix = float(cfg.linear_mix)
         self.hierarchical = cfg.sentiment_head == "hierarchical"
         self.scale = torch.tensor(cfg.logit_scale(), dtype=self.word.dtype)
         self.bias = torch.tensor(cfg.logit_bias, dtype=self.word.dtype)
@@ -299,7 +337,7 @@ class InferenceGraph(nn.Module):
             cfg.hidden_act == "gelu"
             and getattr(cfg, "position_embedding_type", "absolute") == "absolute"
             and cfg.hidden_size % cfg.num_attention_heads == 0
-            and max(cfg.ngram_orders, default=0) <= len(_NGRAM_PRIMES)
+            and max(cfg.ngram_orders + cfg.linear_orders, default=0) <= len(_NGRAM_PRIMES)
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -322,6 +360,10 @@ class InferenceGraph(nn.Module):
         if self.has_ngrams:
             logits = logits + hashed_ngram_logits(
                 input_ids.long(), valid, self.ngram_table, self.buckets, self.orders, self.primes
+            )
+        if self.has_linear:
+            logits = logits + self.linear_mix * hashed_ngram_logits(
+                input_ids.long(), valid, self.linear_table, self.linear_buckets, self.linear_orders, self.primes
             )
         if self.hierarchical:
             logits = hierarchical_logits(logits)

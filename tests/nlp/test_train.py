@@ -215,3 +215,54 @@ def test_livebot_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "unknown setting 'nope'" in capsys.readouterr().err
     assert main([*args, "--data", str(tmp_path / "missing")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_linear_features_hash_like_the_inference_graph() -> None:
+    from nlp.classifiers.transformer import _NGRAM_PRIMES, hashed_ngram_logits
+    from nlp.train import _pad, linear_features
+
+    encoded = [[2, 5, 9, 3], [2, 7, 3], [2, 3], [2, 11, 12, 13, 14, 15, 3]]
+    table = torch.randn(1024, 4, generator=torch.Generator().manual_seed(1))
+    features = linear_features(encoded, 1024, (1, 2, 3, 4))
+    # Windows inside each text: sum over orders of max(0, len - n + 1).
+    assert [len(f) for f in features] == [4 + 3 + 2 + 1, 3 + 2 + 1, 2 + 1, 7 + 6 + 5 + 4]
+    ids, mask = _pad(encoded)
+    graph = hashed_ngram_logits(ids, mask != 0, table, 1024, [1, 2, 3, 4], list(_NGRAM_PRIMES))
+    bag = torch.stack([table[torch.tensor(f)].mean(dim=0) for f in features])
+    assert torch.allclose(graph, bag, atol=1e-6)
+
+
+def test_linear_ngram_model_is_deterministic_and_ships_in_the_inference_graph(tmp_path: Path) -> None:
+    from nlp.classifiers.transformer import InferenceGraph, LiveCommentForSequenceClassification, compile_graph
+    from nlp.train import _pad
+
+    wide = dataclasses.replace(TINY, linear_buckets_log2=10, linear_epochs=2, linear_mixes=(0.5, 1.0))
+    a = train(tmp_path / "a", seed=7, subset=64, settings=wide, threads=1)
+    b = train(tmp_path / "b", seed=7, subset=64, settings=wide, threads=1)
+    wa, wb = _weights(a.out_dir), _weights(b.out_dir)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    meta = json.loads((a.out_dir / "training.json").read_text())
+    report = meta["linear"]
+    assert len(report["epoch_scores"]) == 2 and set(report["score_by_mix"]) == {"0", "0.5", "1"}
+    best = max(report["score_by_mix"].values())
+    assert report["score_by_mix"][f"{report['mix']:g}"] == best
+    config = json.loads((a.out_dir / "config.json").read_text())
+    if report["mix"] == 0:  # no help on validation: the table is left out
+        assert config["linear_buckets"] == 0 and "linear_ngrams.weight" not in wa
+    else:
+        assert config["linear_buckets"] == 1024 and config["linear_mix"] == report["mix"]
+        assert wa["linear_ngrams.weight"].shape == (1024, 4)
+
+    # A saved table loads back and the compiled inference graph adds it exactly as the model does.
+    net = LiveCommentForSequenceClassification.from_pretrained(str(a.out_dir))
+    net.config.linear_buckets, net.config.linear_mix = 1024, 0.5
+    net.linear_ngrams = torch.nn.Embedding(1024, 4)
+    net.save_pretrained(str(tmp_path / "c"))
+    net = LiveCommentForSequenceClassification.from_pretrained(str(tmp_path / "c")).eval()
+    assert torch.equal(net.linear_ngrams.weight, _weights(tmp_path / "c")["linear_ngrams.weight"])
+    ids, mask = _pad([[2, 5, 9, 3], [2, 7, 3, 8, 8, 3]])
+    with torch.no_grad():
+        full = net(input_ids=ids, attention_mask=mask).logits
+        assert torch.allclose(compile_graph(InferenceGraph(net))(ids, mask), full, atol=1e-5)
+        net.config.linear_mix = 0.0
+        assert not torch.allclose(net(input_ids=ids, attention_mask=mask).logits, full)
