@@ -31,7 +31,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -583,6 +583,48 @@ def linear_features(encoded: Sequence[list[int]], buckets: int, orders: Sequence
     return out
 
 
+def fit_linear(
+    forward: Callable[[Sequence[list[int]]], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    weight: torch.Tensor,
+    features: Sequence[list[int]],
+    val_features: Sequence[list[int]],
+    train_set: Sequence[Example],
+    val_set: Sequence[Example],
+    settings: TrainSettings,
+    *,
+    epochs: int,
+    batch: int,
+    rng: random.Random,
+    name: str,
+) -> tuple[int, torch.Tensor, list[dict[str, float]]]:
+    """Train a bag-of-features linear model (`forward` over feature-id lists, parameters `weight`) with the
+    fine-tuning losses, class weights and live repeats; keep the epoch with the best validation score.
+
+    Returns (best epoch from 1, or 0 for no epochs; its weights; validation metrics per epoch).
+    """
+    order = [i for i, e in enumerate(train_set) for _ in range(settings.live_repeat.get(e.source, 1))]
+    class_weights = _class_weights(train_set, settings)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, torch.Tensor] = (-1.0, 0, weight.detach().clone())
+    for epoch in range(1, epochs + 1):
+        rng.shuffle(order)
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            batch_set = [train_set[i] for i in idx]
+            loss = _finetune_loss(forward([features[i] for i in idx]), batch_set, class_weights, settings)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            metrics = score_predictions(forward(val_features), val_set)
+        history.append(metrics)
+        log.info("%s epoch %d validation score %.4f", name, epoch, metrics["score"])
+        if metrics["score"] > best[0]:
+            best = (metrics["score"], epoch, weight.detach().clone())
+    return best[1], best[2], history
+
+
 def add_linear_model(
     model: LiveCommentForSequenceClassification,
     train_ids: Sequence[list[int]],
@@ -604,8 +646,6 @@ def add_linear_model(
     orders = list(settings.linear_orders)
     features = linear_features(train_ids, buckets, orders)
     val_features = linear_features(val_ids, buckets, orders)
-    order = [i for i, e in enumerate(train_set) for _ in range(settings.live_repeat.get(e.source, 1))]
-    weights = _class_weights(train_set, settings)
     table = nn.EmbeddingBag(buckets, NUM_LOGITS, mode="mean", sparse=True)
     nn.init.zeros_(table.weight)
     opt = torch.optim.SparseAdam(list(table.parameters()), lr=settings.linear_lr)
@@ -619,29 +659,17 @@ def add_linear_model(
             flat += ids or [0]
         return table(torch.tensor(flat), torch.tensor(offsets))
 
-    history: list[float] = []
-    best: tuple[float, int, torch.Tensor] | None = None
-    for epoch in range(1, settings.linear_epochs + 1):
-        rng.shuffle(order)
-        for start in range(0, len(order), settings.linear_batch):
-            idx = order[start : start + settings.linear_batch]
-            loss = _finetune_loss(forward([features[i] for i in idx]), [train_set[i] for i in idx], weights, settings)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            score = score_predictions(forward(val_features), val_set)["score"]
-        history.append(round(score, 4))
-        log.info("linear n-grams epoch %d validation score %.4f", epoch, score)
-        if best is None or score > best[0]:
-            best = (score, epoch, table.weight.detach().clone())
-    if best is None:
+    best_epoch, best_weight, history = fit_linear(
+        forward, opt, table.weight, features, val_features, train_set, val_set, settings,
+        epochs=settings.linear_epochs, batch=settings.linear_batch, rng=rng, name="linear n-grams",
+    )
+    if best_epoch == 0:
         return {}
     model.config.linear_buckets = buckets
     model.config.linear_orders = orders
     model.linear_ngrams = nn.Embedding(buckets, NUM_LOGITS)
     with torch.no_grad():
-        model.linear_ngrams.weight.copy_(best[2])
+        model.linear_ngrams.weight.copy_(best_weight)
     # The mix on the raw sum, before calibration (which is then fitted on the sum).
     model.set_temperature(1.0, 1.0)
     model.set_logit_bias([0.0] * 4)
@@ -656,10 +684,10 @@ def add_linear_model(
         model.linear_ngrams = None
         model.config.linear_buckets = 0
     log.info("linear n-grams: best epoch %d, mix %g (validation score by mix %s) in %.0f s",
-             best[1], chosen, by_mix, time.monotonic() - started)
+             best_epoch, chosen, by_mix, time.monotonic() - started)
     return {
-        "best_epoch": best[1],
-        "epoch_scores": history,
+        "best_epoch": best_epoch,
+        "epoch_scores": [round(m["score"], 4) for m in history],
         "mix": chosen,
         "score_by_mix": {f"{m:g}": round(v, 4) for m, v in by_mix.items()},
         "seconds": round(time.monotonic() - started, 1),

@@ -32,9 +32,8 @@ from torch import nn
 from nlp.train import (
     Example,
     TrainSettings,
-    _class_weights,
-    _finetune_loss,
     _scores,
+    fit_linear,
     predict_logits,
     score_predictions,
     split_of_model,
@@ -115,31 +114,17 @@ def train_wide(
     torch.manual_seed(seed)
     features = [ngram_ids(e.text, settings) for e in train]
     val_features = [ngram_ids(e.text, settings) for e in val]
-    order = [i for i, e in enumerate(train) for _ in range(base.live_repeat.get(e.source, 1))]
-    weights = _class_weights(train, base)
     model = WideNgram(settings)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    rng = random.Random(f"{seed}:wide")
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, torch.Tensor] | None = None
-    for epoch in range(1, settings.epochs + 1):
-        rng.shuffle(order)
-        for start in range(0, len(order), settings.batch):
-            idx = order[start : start + settings.batch]
-            loss = _finetune_loss(model([features[i] for i in idx]), [train[i] for i in idx], weights, base)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.inference_mode():
-            metrics = score_predictions(model(val_features), val)
-        history.append(metrics)
-        log.info("wide epoch %d validation score %.4f", epoch, metrics["score"])
-        if best is None or metrics["score"] > best[0]:
-            best = (metrics["score"], epoch, model.table.weight.detach().clone())
-    assert best is not None, "epochs must be at least 1"
+    best_epoch, best_weight, history = fit_linear(
+        model, opt, model.table.weight, features, val_features, train, val, base,
+        epochs=settings.epochs, batch=settings.batch, rng=random.Random(f"{seed}:wide"), name="wide",
+    )
+    if best_epoch == 0:
+        raise ValueError("epochs must be at least 1")
     with torch.no_grad():
-        model.table.weight.copy_(best[2])
-    return model, best[1], history
+        model.table.weight.copy_(best_weight)
+    return model, best_epoch, history
 
 
 def compare(
