@@ -7,6 +7,7 @@ a lock so concurrent worker threads don't initialise it twice, and silence jieba
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -69,7 +70,14 @@ def cut(text: str) -> list[str]:
     """Segment text into words (precise mode, no HMM: faster, and stable on short chat fragments)."""
     if not text:
         return []
-    return [w for w in _get_tokenizer().lcut(text, HMM=False) if not w.isspace()]
+    return list(_cut_cached(text))
+
+
+@functools.lru_cache(maxsize=16384)
+def _cut_cached(text: str) -> tuple[str, ...]:
+    # The transformer classifier's word features and the Analyzer's keywords cut the same normalised
+    # text one after the other, and live rooms repeat short comments (扣1, 哈哈哈): one cut serves both.
+    return tuple(w for w in _get_tokenizer().lcut(text, HMM=False) if not w.isspace())
 
 
 def is_stopword(word: str) -> bool:

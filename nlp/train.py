@@ -56,6 +56,8 @@ from nlp.classifiers.transformer import (  # noqa: E402
     blend_with_rules,
     clip_text,
     ngram_hashes,
+    pad_features,
+    word_features,
 )
 from nlp.train_args import add_train_arguments  # noqa: E402
 
@@ -144,6 +146,9 @@ class TrainSettings:
     score), but with the rules fused, as it runs, it is level (+0.001, -0.001), for +8 MB, ~100 s of
     training and ~10 % classifier throughput; so off."""
     linear_orders: tuple[int, ...] = (1, 2, 3, 4)
+    linear_words: bool = False
+    """The linear model also reads jieba words and word bigrams (hashed into the same table); at run time
+    the classifier then segments each comment (the Analyzer's keyword extraction reuses the cut)."""
     linear_epochs: int = 5
     linear_lr: float = 0.03
     linear_batch: int = 64
@@ -151,6 +156,10 @@ class TrainSettings:
     rules_weights: tuple[float, float] | None = (1.0, 1.0)
     """Late fusion with the rules classifier at inference: weights of its sentiment log-probabilities and
     confusion log-odds (1, 1 = a plain product of experts); None = the model alone."""
+    rules_length_grid: tuple[float, ...] = (4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80, 120)
+    """Candidates for `rules_blend_length` (texts longer than L get the rules' sentiment weight × L / length), picked
+    by mean accuracy on the review corpora's validation split only — the rules lexicons were developed on
+    livechat_train, so live validation comments would flatter them; empty = full weight at every length."""
 
     def __post_init__(self) -> None:
         # Checked when the settings are made (e.g. from --set), not minutes later when the model is built.
@@ -410,8 +419,10 @@ def _f1(tp: int, fp: int, fn: int) -> float:
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def predict_logits(model: nn.Module, encoded: Sequence[list[int]]) -> torch.Tensor:
-    """[N, 4] logits in input order (length-sorted batches of 256)."""
+def predict_logits(
+    model: nn.Module, encoded: Sequence[list[int]], words: Sequence[list[int]] | None = None
+) -> torch.Tensor:
+    """[N, 4] logits in input order (length-sorted batches of 256); `words`: see `words_of`."""
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out = torch.zeros(len(encoded), 4)
@@ -419,16 +430,34 @@ def predict_logits(model: nn.Module, encoded: Sequence[list[int]]) -> torch.Tens
         for start in range(0, len(order), 256):
             chunk = order[start : start + 256]
             ids, mask = _pad([encoded[i] for i in chunk])
-            out[torch.tensor(chunk)] = model(input_ids=ids, attention_mask=mask).logits.float()
+            word_ids = pad_features([words[i] for i in chunk]) if words is not None else None
+            out[torch.tensor(chunk)] = model(input_ids=ids, attention_mask=mask, word_ids=word_ids).logits.float()
     model.train()
     return out
 
 
+def words_of(texts: Sequence[str], buckets: int, max_chars: int) -> list[list[int]]:
+    """The linear model's word features of each text, from the text clipped as the character ids are."""
+    return [word_features(clip_text(t, max_chars), buckets) for t in texts]
+
+
+def model_words(
+    model: LiveCommentForSequenceClassification, examples: Sequence[Example], max_chars: int
+) -> list[list[int]] | None:
+    """The word features `model` needs for `examples` (None if its linear part reads no words)."""
+    if not model.reads_words:
+        return None
+    return words_of([e.text for e in examples], model.config.linear_buckets, max_chars)
+
+
 def validation_metrics(
-    model: LiveCommentForSequenceClassification, encoded: Sequence[list[int]], examples: Sequence[Example]
+    model: LiveCommentForSequenceClassification,
+    encoded: Sequence[list[int]],
+    examples: Sequence[Example],
+    words: Sequence[list[int]] | None = None,
 ) -> dict[str, float]:
     """Per-source accuracy / macro-F1 / confusion F1 on the validation split, plus one selection score."""
-    return score_predictions(predict_logits(model, encoded), examples)
+    return score_predictions(predict_logits(model, encoded, words), examples)
 
 
 def score_predictions(logits_all: torch.Tensor, examples: Sequence[Example]) -> dict[str, float]:
@@ -520,7 +549,10 @@ def fit_temperature(logits: torch.Tensor, examples: Sequence[Example]) -> tuple[
 
 
 def calibrate(
-    model: LiveCommentForSequenceClassification, encoded: Sequence[list[int]], examples: Sequence[Example]
+    model: LiveCommentForSequenceClassification,
+    encoded: Sequence[list[int]],
+    examples: Sequence[Example],
+    words: Sequence[list[int]] | None = None,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Fit the temperatures, then the neutral/confusion bias on the scaled logits; set both on the model.
 
@@ -529,7 +561,7 @@ def calibrate(
     """
     model.set_temperature(1.0, 1.0)
     model.set_logit_bias([0.0] * 4)
-    raw = predict_logits(model, encoded)
+    raw = predict_logits(model, encoded, words)
     model.set_temperature(*fit_temperature(raw, examples))
     scaled = raw * torch.tensor(model.config.logit_scale(), dtype=raw.dtype)
     bias, metrics = fit_calibration(scaled, examples)
@@ -557,7 +589,7 @@ def fit_calibration(logits: torch.Tensor, examples: Sequence[Example]) -> tuple[
 
 
 def rules_fusion_metrics(
-    logits: torch.Tensor, examples: Sequence[Example], weights: Sequence[float]
+    logits: torch.Tensor, examples: Sequence[Example], weights: Sequence[float], length_scale: float = 0.0
 ) -> dict[str, float]:
     """Validation metrics with the rules classifier fused in (for the record only: the rules lexicon was
     developed on livechat_train, so on a split of it they look better than they are; the weights are
@@ -565,8 +597,38 @@ def rules_fusion_metrics(
     from nlp.classifiers.rules import RulesClassifier
 
     rules = RulesClassifier().predict([e.text for e in examples])
-    probs, conf = blend_with_rules(logits, rules, weights)
+    probs, conf = blend_with_rules(logits, rules, weights, [len(e.text) for e in examples], length_scale)
     return score_predictions(_scores(probs, conf), examples)
+
+
+def fit_rules_length(
+    logits: torch.Tensor, examples: Sequence[Example], weights: Sequence[float], grid: Sequence[float]
+) -> tuple[float, dict[str, float]]:
+    """The `rules_blend_length` with the best mean accuracy over the review corpora of the validation split.
+
+    Only the binary review examples decide: the live ones would favour the rules, whose lexicons were
+    developed on livechat_train. Ties keep no length limit (0), then the larger length.
+    Returns (length, mean review accuracy by candidate).
+    """
+    from nlp.classifiers.rules import RulesClassifier
+
+    idx = [i for i, e in enumerate(examples) if e.binary]
+    if not idx or not grid:
+        return 0.0, {}
+    reviews = [examples[i] for i in idx]
+    rules = RulesClassifier().predict([e.text for e in reviews])
+    lengths = [len(e.text) for e in reviews]
+    by_length: dict[float, float] = {}
+    for length in (0.0, *sorted(grid, reverse=True)):
+        probs, conf = blend_with_rules(logits[torch.tensor(idx)], rules, weights, lengths, float(length))
+        metrics = score_predictions(_scores(probs, conf), reviews)
+        accs = [v for k, v in metrics.items() if k.endswith("_acc")]
+        by_length[float(length)] = sum(accs) / len(accs)
+    best = max(by_length.values())
+    chosen = next(length for length, acc in by_length.items() if acc > best - 1e-9)
+    log.info("rules blend length %g (mean review accuracy by length %s)", chosen,
+             {f"{k:g}": round(v, 4) for k, v in by_length.items()})
+    return chosen, {f"{k:g}": round(v, 4) for k, v in by_length.items()}
 
 
 # ------------------------------------------------------------------------ linear n-gram model
@@ -646,6 +708,13 @@ def add_linear_model(
     orders = list(settings.linear_orders)
     features = linear_features(train_ids, buckets, orders)
     val_features = linear_features(val_ids, buckets, orders)
+    val_words: list[list[int]] | None = None
+    if settings.linear_words:
+        # Same table, mean over characters n-grams and words together (fastText's bag of features).
+        words = words_of([e.text for e in train_set], buckets, settings.max_chars)
+        val_words = words_of([e.text for e in val_set], buckets, settings.max_chars)
+        features = [f + w for f, w in zip(features, words, strict=True)]
+        val_features = [f + w for f, w in zip(val_features, val_words, strict=True)]
     table = nn.EmbeddingBag(buckets, NUM_LOGITS, mode="mean", sparse=True)
     nn.init.zeros_(table.weight)
     opt = torch.optim.SparseAdam(list(table.parameters()), lr=settings.linear_lr)
@@ -667,6 +736,7 @@ def add_linear_model(
         return {}
     model.config.linear_buckets = buckets
     model.config.linear_orders = orders
+    model.config.linear_words = settings.linear_words
     model.linear_ngrams = nn.Embedding(buckets, NUM_LOGITS)
     with torch.no_grad():
         model.linear_ngrams.weight.copy_(best_weight)
@@ -676,13 +746,14 @@ def add_linear_model(
     by_mix: dict[float, float] = {}
     for mix in (0.0, *settings.linear_mixes):
         model.config.linear_mix = mix
-        by_mix[mix] = validation_metrics(model, val_ids, val_set)["score"]
+        by_mix[mix] = validation_metrics(model, val_ids, val_set, val_words)["score"]
     chosen = max(by_mix, key=lambda m: (by_mix[m] + 1e-9 * (m == 0.0), -m))
     model.config.linear_mix = chosen
     if chosen == 0.0:
         # No help on validation: ship the encoder alone rather than 8 MB of zero-weighted table.
         model.linear_ngrams = None
         model.config.linear_buckets = 0
+        model.config.linear_words = False
     log.info("linear n-grams: best epoch %d, mix %g (validation score by mix %s) in %.0f s",
              best_epoch, chosen, by_mix, time.monotonic() - started)
     return {
@@ -957,12 +1028,17 @@ def train(
     rules_weights = list(settings.rules_weights) if settings.rules_weights else None
     model.config.rules_blend = rules_weights
     val_logits: torch.Tensor | None = None
+    val_words = model_words(model, val_set, settings.max_chars)
     if settings.calibrate and val_set:
-        calibrated, val_logits = calibrate(model, val_ids, val_set)
+        calibrated, val_logits = calibrate(model, val_ids, val_set, val_words)
+    rules_length: dict[str, float] = {}
     if rules_weights and val_set:
         if val_logits is None:
-            val_logits = predict_logits(model, val_ids)
-        fused = rules_fusion_metrics(val_logits, val_set, rules_weights)
+            val_logits = predict_logits(model, val_ids, val_words)
+        model.config.rules_blend_length, rules_length = fit_rules_length(
+            val_logits, val_set, rules_weights, settings.rules_length_grid
+        )
+        fused = rules_fusion_metrics(val_logits, val_set, rules_weights, model.config.rules_blend_length)
         log.info("with rules %s: validation %s", rules_weights, json.dumps(fused, sort_keys=True))
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -983,6 +1059,8 @@ def train(
         "best_epoch": best_epoch,
         "validation": best_metrics,
         "rules_blend": model.config.rules_blend,
+        "rules_blend_length": model.config.rules_blend_length,
+        "rules_length_review_accuracy": rules_length,
         "logit_bias": model.config.logit_bias,
         "logit_temperature": model.config.logit_temperature,
         "validation_calibrated": calibrated,
@@ -1054,12 +1132,20 @@ def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int
     vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
     encode = CharEncoder(vocab, settings.max_chars)
     val_ids = [encode(e.text) for e in val_set]
-    calibrated, val_logits = calibrate(model, val_ids, val_set)
+    calibrated, val_logits = calibrate(model, val_ids, val_set, model_words(model, val_set, settings.max_chars))
     meta["logit_temperature"] = model.config.logit_temperature
     meta["logit_bias"] = model.config.logit_bias
     meta["validation_calibrated"] = calibrated
     if model.config.rules_blend:
-        meta["validation_with_rules"] = rules_fusion_metrics(val_logits, val_set, model.config.rules_blend)
+        model.config.rules_blend_length, meta["rules_length_review_accuracy"] = fit_rules_length(
+            val_logits, val_set, model.config.rules_blend, settings.rules_length_grid
+        )
+        meta["rules_blend_length"] = model.config.rules_blend_length
+        # Settings added since the model was trained take their defaults here: record them.
+        meta["settings"] = {**json.loads(json.dumps(asdict(settings))), **meta["settings"]}
+        meta["validation_with_rules"] = rules_fusion_metrics(
+            val_logits, val_set, model.config.rules_blend, model.config.rules_blend_length
+        )
     model.config.save_pretrained(str(out))
     meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return meta

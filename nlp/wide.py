@@ -163,7 +163,10 @@ def compare(
         scaled[:, 3] /= float(temperature[1])
         # The transformer's calibration for every row, so the rows differ only in the logits.
         scaled += torch.tensor(bias, dtype=scaled.dtype)
-        probs, conf = blend_with_rules(scaled, rules, net.config.rules_blend or (1.0, 1.0))
+        probs, conf = blend_with_rules(
+            scaled, rules, net.config.rules_blend or (1.0, 1.0), [len(e.text) for e in val_set],
+            net.config.rules_blend_length,
+        )
         return score_predictions(_scores(probs, conf), val_set)
 
     rows: dict[str, dict[str, dict[str, float]]] = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -63,13 +64,67 @@ def hashed_ngram_logits(
 
     One function for training and for the (TorchScript-compiled) inference graph, so the hashing is the same.
     """
+    total, count = hashed_ngram_sums(ids, valid, table, buckets, orders, primes)
+    return total / count.clamp_min(1.0)
+
+
+def hashed_ngram_sums(
+    ids: torch.Tensor, valid: torch.Tensor, table: torch.Tensor, buckets: int, orders: list[int], primes: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of the hashed n-gram rows of `table` [N, L], number of windows [N, 1]) over the text's windows."""
     total = torch.zeros(ids.shape[0], table.shape[1], dtype=table.dtype, device=ids.device)
     count = torch.zeros(ids.shape[0], 1, dtype=table.dtype, device=ids.device)
     for h, ok in ngram_hashes(ids, valid, buckets, orders, primes):
         weights = F.embedding(h, table) * ok.unsqueeze(-1).to(table.dtype)
         total = total + weights.sum(dim=1)
         count = count + ok.sum(dim=1, keepdim=True).to(table.dtype)
+    return total, count
+
+
+def feature_sums(feature_ids: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of the rows of `table` [N, L], how many [N, 1]) for padded feature ids [N, F] (padding is -1)."""
+    ok = feature_ids >= 0
+    weights = F.embedding(feature_ids.clamp_min(0), table) * ok.unsqueeze(-1).to(table.dtype)
+    return weights.sum(dim=1), ok.sum(dim=1, keepdim=True).to(table.dtype)
+
+
+def linear_logits_of(
+    ids: torch.Tensor,
+    valid: torch.Tensor,
+    word_ids: Optional[torch.Tensor],  # noqa: UP045 - TorchScript reads this annotation
+    table: torch.Tensor,
+    buckets: int,
+    orders: list[int],
+    primes: list[int],
+) -> torch.Tensor:
+    """The linear model: mean of its table's rows over the character n-grams and (if given) the word features."""
+    total, count = hashed_ngram_sums(ids, valid, table, buckets, orders, primes)
+    if word_ids is not None:
+        word_total, word_count = feature_sums(word_ids, table)
+        total, count = total + word_total, count + word_count
     return total / count.clamp_min(1.0)
+
+
+def word_features(text: str, buckets: int) -> list[int]:
+    """Buckets of a (normalised, clipped) text's jieba words and word bigrams, text boundaries included.
+
+    crc32 of the word, so a word lands in the same bucket in every process, in training and at run time.
+    `nlp.segment.cut` caches its result, so the Analyzer's keyword extraction reuses the segmentation.
+    """
+    from nlp import segment
+
+    words = ["^", *segment.cut(text), "$"]
+    keys = [f"w{w}" for w in words] + [f"b{a}|{b}" for a, b in zip(words, words[1:], strict=False)]
+    return [zlib.crc32(k.encode("utf-8")) % buckets for k in keys]
+
+
+def pad_features(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Feature-id lists as one [N, F] tensor, -1 where a row is shorter."""
+    out = torch.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
 
 
 def ngram_hashes(
@@ -128,12 +183,14 @@ class LiveCommentConfig(BertConfig):
         ngram_orders: Sequence[int] = (1, 2, 3),
         max_text_chars: int = 96,
         rules_blend: Sequence[float] | None = None,
+        rules_blend_length: float = 0.0,
         logit_bias: Sequence[float] | None = None,
         logit_temperature: Sequence[float] | None = None,
         sentiment_head: str = "flat",
         linear_buckets: int = 0,
         linear_orders: Sequence[int] = (1, 2, 3, 4),
         linear_mix: float = 1.0,
+        linear_words: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("num_labels", NUM_LOGITS)
@@ -146,6 +203,12 @@ class LiveCommentConfig(BertConfig):
         self.rules_blend = [float(w) for w in rules_blend] if rules_blend else None
         """(sentiment, confusion) weights of the rules classifier's log-odds added at inference, fitted on
         the training validation split by `nlp.train`; None = the model alone."""
+        self.rules_blend_length = float(rules_blend_length)
+        """Texts longer than this many characters get the rules' sentiment weight × length / len(text): the
+        rules read a few cues built for short live comments, which say less about a long review the model
+        has read whole. Fitted on the review corpora's validation split by `nlp.train` (sentiment only, so
+        the confusion weight stays whole: a question cue is one at any length); 0 = full weight at every
+        length."""
         self.logit_bias = [float(b) for b in logit_bias] if logit_bias else [0.0] * NUM_LOGITS
         """Constant added to the logits (calibration fitted on the validation split; zero in training)."""
         self.logit_temperature = [float(t) for t in logit_temperature] if logit_temperature else [1.0, 1.0]
@@ -163,6 +226,8 @@ class LiveCommentConfig(BertConfig):
         self.linear_orders = [int(n) for n in linear_orders]
         self.linear_mix = float(linear_mix)
         """Weight of the linear model's logits in the sum with the encoder's (fitted on validation)."""
+        self.linear_words = bool(linear_words)
+        """The linear model also reads jieba words and word bigrams (`word_features`, passed as `word_ids`)."""
         if max(self.ngram_orders + self.linear_orders, default=0) > len(_NGRAM_PRIMES):
             raise ValueError(f"n-gram orders above {len(_NGRAM_PRIMES)} are not supported")
 
@@ -209,12 +274,20 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
             list(self.config.ngram_orders), list(_NGRAM_PRIMES),
         )
 
-    def linear_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The separately trained linear n-gram model's logits (before `linear_mix`)."""
+    @property
+    def reads_words(self) -> bool:
+        """Whether forward needs `word_ids` (the linear model reads jieba words and is in the sum)."""
+        return self.linear_ngrams is not None and bool(self.config.linear_mix) and self.config.linear_words
+
+    def linear_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The separately trained linear model's logits (before `linear_mix`)."""
         assert self.linear_ngrams is not None
-        return hashed_ngram_logits(
-            input_ids.long(), attention_mask != 0, self.linear_ngrams.weight, self.config.linear_buckets,
-            list(self.config.linear_orders), list(_NGRAM_PRIMES),
+        return linear_logits_of(
+            input_ids.long(), attention_mask != 0, word_ids if self.config.linear_words else None,
+            self.linear_ngrams.weight, self.config.linear_buckets, list(self.config.linear_orders),
+            list(_NGRAM_PRIMES),
         )
 
     def forward(
@@ -223,17 +296,25 @@ class LiveCommentForSequenceClassification(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        word_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> SequenceClassifierOutput:
+        """Logits [N, 4]. `word_ids` ([N, F], -1 = padding; see `word_features`) is required when
+        `reads_words`: the tokenizer gives characters only, TransformerClassifier adds the words."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if word_ids is None and self.reads_words:
+            raise ValueError(
+                "this model's linear part reads jieba words: pass word_ids (pad_features of word_features "
+                "per text), or classify through nlp.classifiers.transformer.TransformerClassifier"
+            )
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = pool_hidden(hidden, attention_mask)
         logits = self.head(self.dropout(pooled))
         if self.ngrams is not None:
             logits = logits + self.ngram_logits(input_ids, attention_mask)
         if self.linear_ngrams is not None and self.config.linear_mix:
-            logits = logits + self.config.linear_mix * self.linear_logits(input_ids, attention_mask)
+            logits = logits + self.config.linear_mix * self.linear_logits(input_ids, attention_mask, word_ids)
         if self.config.sentiment_head == "hierarchical":
             logits = hierarchical_logits(logits)
         scale = self.config.logit_scale()
@@ -251,16 +332,26 @@ AutoModelForSequenceClassification.register(LiveCommentConfig, LiveCommentForSeq
 
 
 def blend_with_rules(
-    logits: torch.Tensor, rules: Sequence[Prediction], weights: Sequence[float]
+    logits: torch.Tensor,
+    rules: Sequence[Prediction],
+    weights: Sequence[float],
+    lengths: Sequence[int] | None = None,
+    length_scale: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Late fusion: model log-probabilities plus weighted rules log-probabilities (and confusion log-odds).
 
+    With `length_scale` L > 0 and the texts' `lengths`, a text longer than L characters gets the sentiment
+    weight × L / length (see `LiveCommentConfig.rules_blend_length`).
     Returns (sentiment probabilities [N, 3], confusion probabilities [N]).
     """
-    w_sent, w_conf = float(weights[0]), float(weights[1])
+    factor = torch.ones(logits.shape[0], dtype=logits.dtype)
+    if length_scale > 0 and lengths is not None:
+        length = torch.tensor(list(lengths), dtype=logits.dtype)
+        factor = length_scale / length.clamp_min(length_scale)
+    w_sent, w_conf = float(weights[0]) * factor, float(weights[1])
     rules_probs = torch.tensor([p.sentiment_probs for p in rules], dtype=logits.dtype).clamp_min(1e-6)
     rules_conf = torch.tensor([p.confusion_score for p in rules], dtype=logits.dtype).clamp(1e-6, 1 - 1e-6)
-    sentiment = torch.log_softmax(logits[:, :3], dim=-1) + w_sent * torch.log(rules_probs)
+    sentiment = torch.log_softmax(logits[:, :3], dim=-1) + w_sent[:, None] * torch.log(rules_probs)
     confusion = logits[:, 3] + w_conf * torch.logit(rules_conf)
     return torch.softmax(sentiment, dim=-1), torch.sigmoid(confusion)
 
@@ -323,6 +414,7 @@ class InferenceGraph(nn.Module):
         self.linear_buckets = int(cfg.linear_buckets)
         self.linear_orders: list[int] = [int(n) for n in cfg.linear_orders]
         self.linear_mix = float(cfg.linear_mix)
+        self.linear_words = bool(getattr(cfg, "linear_words", False))
         self.hierarchical = cfg.sentiment_head == "hierarchical"
         self.scale = torch.tensor(cfg.logit_scale(), dtype=self.word.dtype)
         self.bias = torch.tensor(cfg.logit_bias, dtype=self.word.dtype)
@@ -340,7 +432,12 @@ class InferenceGraph(nn.Module):
             and max(cfg.ngram_orders + cfg.linear_orders, default=0) <= len(_NGRAM_PRIMES)
         )
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        word_ids: Optional[torch.Tensor] = None,  # noqa: UP045 - TorchScript reads this annotation
+    ) -> torch.Tensor:
         batch, width = input_ids.shape[0], input_ids.shape[1]
         hidden, heads = self.hidden, self.heads
         x = F.embedding(input_ids, self.word) + (self.position[:width] + self.token_type)
@@ -362,8 +459,9 @@ class InferenceGraph(nn.Module):
                 input_ids.long(), valid, self.ngram_table, self.buckets, self.orders, self.primes
             )
         if self.has_linear:
-            logits = logits + self.linear_mix * hashed_ngram_logits(
-                input_ids.long(), valid, self.linear_table, self.linear_buckets, self.linear_orders, self.primes
+            logits = logits + self.linear_mix * linear_logits_of(
+                input_ids.long(), valid, word_ids if self.linear_words else None, self.linear_table,
+                self.linear_buckets, self.linear_orders, self.primes,
             )
         if self.hierarchical:
             logits = hierarchical_logits(logits)
@@ -502,16 +600,20 @@ class TransformerClassifier:
         self.max_chars = int(getattr(net.config, "max_text_chars", 0) or 0) or 510
         self._backend = getattr(self.tokenizer, "backend_tokenizer", None)
         self._pad_id = int(self.tokenizer.pad_token_id or 0)
+        # Models whose linear part reads jieba words get them here; the tokenizer gives characters only.
+        self._word_buckets = int(net.config.linear_buckets) if getattr(net, "reads_words", False) else 0
         self._lock = threading.Lock()
         if self._graph is not None:
             # TorchScript profiles and optimises a graph on its first two runs (~60 ms): do that here, not
             # on a live room's first comments.
-            warm = self._encode(["好", "在吗"])
+            warm_texts = ["好", "在吗"]
+            warm = self._encode(warm_texts)
             for _ in range(2):
-                self._forward(warm)
+                self._forward(warm, self._words(warm_texts))
         blend = getattr(net.config, "rules_blend", None)
         self.rules_blend: list[float] | None = list(blend) if rules and blend else None
         self._rules: RulesClassifier | None = RulesClassifier() if self.rules_blend else None
+        self.rules_blend_length = float(getattr(net.config, "rules_blend_length", 0.0) or 0.0)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         clipped = [clip_text(t, self.max_chars) for t in texts]
@@ -519,17 +621,24 @@ class TransformerClassifier:
             return [enc.ids for enc in self._backend.encode_batch(clipped)]
         return [list(ids) for ids in self.tokenizer(clipped)["input_ids"]]
 
-    def _forward(self, ids: list[list[int]]) -> torch.Tensor:
+    def _words(self, texts: Sequence[str]) -> list[list[int]] | None:
+        """The linear part's word features per text (None when the model reads characters only)."""
+        if not self._word_buckets:
+            return None
+        return [word_features(clip_text(t, self.max_chars), self._word_buckets) for t in texts]
+
+    def _forward(self, ids: list[list[int]], words: list[list[int]] | None = None) -> torch.Tensor:
         width = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
         for row, seq in enumerate(ids):
             input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
+        word_ids = pad_features(words) if words is not None else None
         with torch.inference_mode():  # thread-local: entered in the stream that runs the pass
             if self._graph is not None:
-                return self._graph(input_ids, mask).float()
-            return self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+                return self._graph(input_ids, mask, word_ids).float()
+            return self.model(input_ids=input_ids, attention_mask=mask, word_ids=word_ids).logits.float()
 
     def _chunks(self, ids: Sequence[Sequence[int]]) -> list[list[int]]:
         """Forward passes as index lists: length-sorted, each padded to a near-equal width.
@@ -569,19 +678,28 @@ class TransformerClassifier:
             batches = [[ids[i] for i in chunk] for chunk in chunks]
             futures = {}
             if self._pool is not None and len(chunks) > 1:
-                # Largest passes first, so the streams finish close together.
+                # Largest passes first, so the streams finish close together; each pass's words are cut
+                # just before it is submitted, so the streams start after one chunk's segmentation.
                 by_cost = sorted(range(len(batches)), key=lambda k: -len(batches[k]) * len(batches[k][-1]))
-                futures = {k: self._pool.submit(self._forward, batches[k]) for k in by_cost}
+                for k in by_cost:
+                    words = self._words([texts[i] for i in chunks[k]])
+                    futures[k] = self._pool.submit(self._forward, batches[k], words)
             # The rules are plain Python: they run here while the streams do the arithmetic.
             rules = self._rules.predict(texts) if self._rules is not None else None
             if futures:
                 passes = [futures[k].result() for k in range(len(batches))]
             else:
-                passes = [self._forward(b) for b in batches]
+                passes = [
+                    self._forward(b, self._words([texts[i] for i in chunk]))
+                    for chunk, b in zip(chunks, batches, strict=True)
+                ]
         with torch.inference_mode():
             for chunk, logits in zip(chunks, passes, strict=True):
                 if rules is not None and self.rules_blend is not None:
-                    probs, confusion = blend_with_rules(logits, [rules[i] for i in chunk], self.rules_blend)
+                    probs, confusion = blend_with_rules(
+                        logits, [rules[i] for i in chunk], self.rules_blend,
+                        [len(texts[i]) for i in chunk], self.rules_blend_length,
+                    )
                 else:
                     probs, confusion = torch.softmax(logits[:, :3], dim=-1), torch.sigmoid(logits[:, 3])
                 probs_list = probs.tolist()

@@ -266,3 +266,98 @@ def test_linear_ngram_model_is_deterministic_and_ships_in_the_inference_graph(tm
         assert torch.allclose(compile_graph(InferenceGraph(net))(ids, mask), full, atol=1e-5)
         net.config.linear_mix = 0.0
         assert not torch.allclose(net(input_ids=ids, attention_mask=mask).logits, full)
+
+
+def test_word_features_join_the_character_ngrams_in_one_mean() -> None:
+    from nlp.classifiers.transformer import _NGRAM_PRIMES, linear_logits_of, pad_features, word_features
+    from nlp.train import _pad, linear_features
+
+    texts = ["这个多少钱", "主播好美", "好"]
+    words = [word_features(t, 1024) for t in texts]
+    # ^ + words + $, and one bigram per neighbouring pair; crc32, so the same in every process.
+    assert words[0] == word_features("这个多少钱", 1024) and len(words[2]) == 3 + 2
+    assert all(0 <= b < 1024 for row in words for b in row)
+    encoded = [[2, 5, 9, 3], [2, 7, 3], [2, 3]]
+    table = torch.randn(1024, 4, generator=torch.Generator().manual_seed(2))
+    ids, mask = _pad(encoded)
+    graph = linear_logits_of(ids, mask != 0, pad_features(words), table, 1024, [1, 2, 3, 4], list(_NGRAM_PRIMES))
+    chars = linear_features(encoded, 1024, (1, 2, 3, 4))
+    bag = torch.stack([table[torch.tensor(c + w)].mean(dim=0) for c, w in zip(chars, words, strict=True)])
+    assert torch.allclose(graph, bag, atol=1e-6)
+
+
+def test_linear_words_train_deterministically_and_run_the_same_in_every_path(tmp_path: Path) -> None:
+    from nlp.classifiers.transformer import (
+        InferenceGraph,
+        LiveCommentForSequenceClassification,
+        compile_graph,
+        pad_features,
+    )
+    from nlp.train import CharEncoder, _pad, words_of
+
+    wide = dataclasses.replace(TINY, linear_buckets_log2=10, linear_words=True, linear_epochs=1, linear_mixes=(1.0,))
+    a = train(tmp_path / "a", seed=5, subset=64, settings=wide, threads=1)
+    b = train(tmp_path / "b", seed=5, subset=64, settings=wide, threads=1)
+    wa, wb = _weights(a.out_dir), _weights(b.out_dir)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    config = json.loads((a.out_dir / "config.json").read_text())
+    assert config["linear_words"] == (config["linear_buckets"] == 1024)
+
+    # Force a word-reading linear part into the model, then compare the three ways it runs.
+    net = LiveCommentForSequenceClassification.from_pretrained(str(a.out_dir))
+    net.config.linear_buckets, net.config.linear_mix, net.config.linear_words = 1024, 1.0, True
+    net.linear_ngrams = torch.nn.Embedding(1024, 4)
+    net.config.rules_blend = None
+    net.save_pretrained(str(tmp_path / "c"))
+    for tokenizer_file in a.out_dir.glob("*"):
+        if tokenizer_file.name not in ("config.json", "model.safetensors"):
+            (tmp_path / "c" / tokenizer_file.name).write_bytes(tokenizer_file.read_bytes())
+    net = LiveCommentForSequenceClassification.from_pretrained(str(tmp_path / "c")).eval()
+    assert net.reads_words
+    texts = ["这个多少钱", "主播好美啊", "不好用退货"]
+    vocab = (tmp_path / "c" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    ids, mask = _pad([CharEncoder(vocab, net.config.max_text_chars)(t) for t in texts])
+    word_ids = pad_features(words_of(texts, 1024, net.config.max_text_chars))
+    with torch.no_grad():
+        full = net(input_ids=ids, attention_mask=mask, word_ids=word_ids).logits
+        assert torch.allclose(compile_graph(InferenceGraph(net))(ids, mask, word_ids), full, atol=1e-5)
+        with pytest.raises(ValueError, match="word_ids"):
+            net(input_ids=ids, attention_mask=mask)
+        net.config.linear_words = False  # the same table over characters only gives other logits
+        assert not torch.allclose(net(input_ids=ids, attention_mask=mask).logits, full)
+    probs = torch.softmax(full[:, :3], dim=-1)
+    for threads in (1, 2):
+        got = TransformerClassifier(str(tmp_path / "c"), threads=threads).predict(texts)
+        assert torch.allclose(torch.tensor([p.sentiment_probs for p in got]), probs, atol=1e-5)
+
+
+def test_rules_weigh_less_on_long_texts_and_the_length_is_fitted_on_reviews_only(monkeypatch) -> None:
+    from nlp.classifiers.base import Prediction
+    from nlp.classifiers.rules import RulesClassifier
+    from nlp.classifiers.transformer import blend_with_rules
+    from nlp.train import fit_rules_length
+
+    logits = torch.tensor([[1.0, 0.0, -1.0, 0.5]] * 3)
+    rules = [Prediction(sentiment_probs=(0.1, 0.1, 0.8), confusion_score=0.9)] * 3
+    full, full_conf = blend_with_rules(logits, rules, (1.0, 1.0))
+    gated, gated_conf = blend_with_rules(logits, rules, (1.0, 1.0), [4, 8, 32], 8.0)
+    assert torch.allclose(gated[:2], full[:2]) and torch.allclose(gated_conf, full_conf)
+    # 32 characters with L = 8: a quarter of the rules' sentiment weight.
+    quarter, _ = blend_with_rules(logits[2:], rules[2:], (0.25, 1.0))
+    assert torch.allclose(gated[2], quarter[0]) and gated[2, 2] < full[2, 2]
+
+    # Long reviews where a mildly right model meets confidently wrong rules: a length limit wins.
+    # The live comment, where the rules are right, must not pull the choice.
+    def wrong_on_reviews(self, texts):
+        return [Prediction(sentiment_probs=(0.05, 0.05, 0.9) if t.startswith("差") else (0.05, 0.9, 0.05),
+                           confusion_score=0.5) for t in texts]
+
+    monkeypatch.setattr(RulesClassifier, "predict", wrong_on_reviews)
+    examples = [Example("差" * 40, 0, True, NO_LABEL, "waimai"), Example("差" * 30, 0, True, NO_LABEL, "waimai"),
+                Example("还行", 1, False, 0, "livechat")]
+    logits = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    length, by_length = fit_rules_length(logits, examples, (1.0, 1.0), (4, 8, 16, 60))
+    # ln(0.9 / 0.05) = 2.9 against a margin of 1: at L = 8 the rules keep 0.2-0.27 of it (right), at 16
+    # 0.4-0.53 (wrong). L = 4 is right too; the tie keeps the larger length.
+    assert by_length == {"0": 0.0, "60": 0.0, "16": 0.0, "8": 1.0, "4": 1.0} and length == 8.0
+    assert fit_rules_length(logits[2:], examples[2:], (1.0, 1.0), (8,)) == (0.0, {})
