@@ -156,6 +156,9 @@ class TrainSettings:
     rules_weights: tuple[float, float] | None = (1.0, 1.0)
     """Late fusion with the rules classifier at inference: weights of its sentiment log-probabilities and
     confusion log-odds (1, 1 = a plain product of experts); None = the model alone."""
+    long_text_stride: int = 64
+    """At inference a text over max_chars is also read in windows this far apart, logits averaged (model
+    config `long_text_stride`; 0 = head + tail clip only). Training and validation use the clip."""
     rules_length_grid: tuple[float, ...] = (4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80, 120)
     """Candidates for `rules_blend_length` (texts longer than L get the rules' sentiment weight × L / length), picked
     by mean accuracy on the review corpora's validation split only — the rules lexicons were developed on
@@ -936,6 +939,7 @@ def train(
         ngram_buckets=settings.ngram_buckets,
         ngram_orders=settings.ngram_orders,
         max_text_chars=settings.max_chars,
+        long_text_stride=settings.long_text_stride,
         sentiment_head=settings.sentiment_head,
         id2label={0: "neg", 1: "neu", 2: "pos", 3: "confusion"},
         label2id={"neg": 0, "neu": 1, "pos": 2, "confusion": 3},
@@ -1133,6 +1137,7 @@ def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int
     encode = CharEncoder(vocab, settings.max_chars)
     val_ids = [encode(e.text) for e in val_set]
     calibrated, val_logits = calibrate(model, val_ids, val_set, model_words(model, val_set, settings.max_chars))
+    model.config.long_text_stride = settings.long_text_stride
     meta["logit_temperature"] = model.config.logit_temperature
     meta["logit_bias"] = model.config.logit_bias
     meta["validation_calibrated"] = calibrated

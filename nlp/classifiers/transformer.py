@@ -184,6 +184,7 @@ class LiveCommentConfig(BertConfig):
         max_text_chars: int = 96,
         rules_blend: Sequence[float] | None = None,
         rules_blend_length: float = 0.0,
+        long_text_stride: int = 0,
         logit_bias: Sequence[float] | None = None,
         logit_temperature: Sequence[float] | None = None,
         sentiment_head: str = "flat",
@@ -209,6 +210,9 @@ class LiveCommentConfig(BertConfig):
         has read whole. Fitted on the review corpora's validation split by `nlp.train` (sentiment only, so
         the confusion weight stays whole: a question cue is one at any length); 0 = full weight at every
         length."""
+        self.long_text_stride = int(long_text_stride)
+        """Texts over max_text_chars are also read in windows this far apart, logits averaged (`text_views`);
+        0 = head + tail only. An inference setting: training and the validation figures use the clip."""
         self.logit_bias = [float(b) for b in logit_bias] if logit_bias else [0.0] * NUM_LOGITS
         """Constant added to the logits (calibration fitted on the validation split; zero in training)."""
         self.logit_temperature = [float(t) for t in logit_temperature] if logit_temperature else [1.0, 1.0]
@@ -490,6 +494,23 @@ def clip_text(text: str, max_chars: int) -> str:
     return text[:head] + text[len(text) - (max_chars - head) :]
 
 
+MAX_WINDOWS = 3
+"""Most sliding windows read of one long text (besides its head + tail clip)."""
+
+
+def text_views(text: str, max_chars: int, stride: int) -> list[str]:
+    """What the model reads of a text: the text itself, or for a text over max_chars its head + tail clip
+    and, with stride > 0, windows of max_chars about `stride` apart (at most MAX_WINDOWS, spread evenly
+    from the first character to the last), whose logits are averaged — so a verdict in the middle of a
+    long review is read too."""
+    if len(text) <= max_chars or stride <= 0:
+        return [clip_text(text, max_chars)]
+    last = len(text) - max_chars
+    count = min(MAX_WINDOWS, -(-last // stride) + 1)
+    starts = sorted({round(i * last / (count - 1)) for i in range(count)}) if count > 1 else [0]
+    return [clip_text(text, max_chars), *(text[s : s + max_chars] for s in starts)]
+
+
 def resolve_model(model: str | Path | None, *, allow_hub: bool) -> tuple[str, bool]:
     """Where to load from: (path or hub name, is_local). Empty means the shipped model.
 
@@ -598,6 +619,7 @@ class TransformerClassifier:
         self.source = source
         self.batch_size = max(1, int(batch_size))
         self.max_chars = int(getattr(net.config, "max_text_chars", 0) or 0) or 510
+        self.long_text_stride = int(getattr(net.config, "long_text_stride", 0) or 0)
         self._backend = getattr(self.tokenizer, "backend_tokenizer", None)
         self._pad_id = int(self.tokenizer.pad_token_id or 0)
         # Models whose linear part reads jieba words get them here; the tokenizer gives characters only.
@@ -671,8 +693,10 @@ class TransformerClassifier:
         """Classify normalised texts; output order equals input order."""
         if not texts:
             return []
-        ids = self._encode(texts)
-        out: list[Prediction | None] = [None] * len(ids)
+        # Usually one view per text; a long text may be several (`text_views`), their logits averaged.
+        views = [text_views(t, self.max_chars, self.long_text_stride) for t in texts]
+        flat = [v for group in views for v in group]
+        ids = self._encode(flat)
         with self._lock:
             chunks = self._chunks(ids)
             batches = [[ids[i] for i in chunk] for chunk in chunks]
@@ -682,7 +706,7 @@ class TransformerClassifier:
                 # just before it is submitted, so the streams start after one chunk's segmentation.
                 by_cost = sorted(range(len(batches)), key=lambda k: -len(batches[k]) * len(batches[k][-1]))
                 for k in by_cost:
-                    words = self._words([texts[i] for i in chunks[k]])
+                    words = self._words([flat[i] for i in chunks[k]])
                     futures[k] = self._pool.submit(self._forward, batches[k], words)
             # The rules are plain Python: they run here while the streams do the arithmetic.
             rules = self._rules.predict(texts) if self._rules is not None else None
@@ -690,21 +714,28 @@ class TransformerClassifier:
                 passes = [futures[k].result() for k in range(len(batches))]
             else:
                 passes = [
-                    self._forward(b, self._words([texts[i] for i in chunk]))
+                    self._forward(b, self._words([flat[i] for i in chunk]))
                     for chunk, b in zip(chunks, batches, strict=True)
                 ]
         with torch.inference_mode():
+            view_logits = torch.empty(len(flat), NUM_LOGITS)
             for chunk, logits in zip(chunks, passes, strict=True):
-                if rules is not None and self.rules_blend is not None:
-                    probs, confusion = blend_with_rules(
-                        logits, [rules[i] for i in chunk], self.rules_blend,
-                        [len(texts[i]) for i in chunk], self.rules_blend_length,
-                    )
-                else:
-                    probs, confusion = torch.softmax(logits[:, :3], dim=-1), torch.sigmoid(logits[:, 3])
-                probs_list = probs.tolist()
-                conf_list = confusion.tolist()
-                for k, i in enumerate(chunk):
-                    p = probs_list[k]
-                    out[i] = Prediction(sentiment_probs=(p[0], p[1], p[2]), confusion_score=conf_list[k])
-        return [p for p in out if p is not None]
+                view_logits[torch.tensor(chunk)] = logits
+            if len(flat) == len(texts):
+                logits = view_logits
+            else:
+                owner = torch.tensor([i for i, group in enumerate(views) for _ in group])
+                counts = torch.tensor([len(group) for group in views], dtype=view_logits.dtype)
+                logits = torch.zeros(len(texts), NUM_LOGITS).index_add_(0, owner, view_logits) / counts[:, None]
+            if rules is not None and self.rules_blend is not None:
+                probs, confusion = blend_with_rules(
+                    logits, rules, self.rules_blend, [len(t) for t in texts], self.rules_blend_length
+                )
+            else:
+                probs, confusion = torch.softmax(logits[:, :3], dim=-1), torch.sigmoid(logits[:, 3])
+            probs_list = probs.tolist()
+            conf_list = confusion.tolist()
+        return [
+            Prediction(sentiment_probs=(p[0], p[1], p[2]), confusion_score=c)
+            for p, c in zip(probs_list, conf_list, strict=True)
+        ]

@@ -260,3 +260,45 @@ def test_without_torchscript_the_eager_graph_runs(
     for a, b in zip(eager.predict(TEXTS), tiny.predict(TEXTS), strict=True):
         assert a.sentiment_probs == pytest.approx(b.sentiment_probs, abs=1e-5)
         assert a.confusion_score == pytest.approx(b.confusion_score, abs=1e-5)
+
+
+def test_text_views_of_long_texts() -> None:
+    from nlp.classifiers.transformer import MAX_WINDOWS, text_views
+
+    assert text_views("短评", 8, 4) == ["短评"]
+    text = "一二三四五六七八九十" * 3  # 30 characters
+    assert text_views(text, 8, 0) == [clip_text(text, 8)]
+    views = text_views(text, 8, 4)
+    # The clip, then windows of 8 evenly spread from the first character to the last.
+    assert views[0] == clip_text(text, 8) and len(views) == 1 + MAX_WINDOWS
+    assert views[1] == text[:8] and views[-1] == text[-8:] and all(len(v) == 8 for v in views[1:])
+    assert text_views(text[:10], 8, 64) == [clip_text(text[:10], 8), text[:8], text[2:10]]
+
+
+def test_a_long_text_averages_its_views_whatever_its_batch(tiny_dir: Path) -> None:
+    from nlp.classifiers.transformer import text_views
+
+    long_text = "主播这件衣服质量太差了洗一次就起球" * 4 + "但是客服态度很好已经退货了" * 2
+    plain = TransformerClassifier(str(tiny_dir), threads=1, batch_size=3)
+    windows = TransformerClassifier(str(tiny_dir), threads=2, batch_size=3)
+    windows.long_text_stride = 16
+    views = text_views(long_text, windows.max_chars, 16)
+    assert len(views) > 2
+    # The view logits, averaged, give the long text's probabilities (the tiny model has no rules blend).
+    with torch.inference_mode():
+        logits = torch.cat([windows._forward(windows._encode([v])) for v in views]).mean(dim=0)
+    expected = torch.softmax(logits[:3], dim=-1)
+    batch = ["多少钱", long_text, "已拍", long_text[:20], long_text]
+    got = windows.predict(batch)
+    assert torch.allclose(torch.tensor(got[1].sentiment_probs), expected, atol=1e-5)
+    alone = windows.predict([long_text])[0]
+
+    def probs(p: Prediction) -> torch.Tensor:
+        return torch.tensor([*p.sentiment_probs, p.confusion_score])
+
+    assert torch.allclose(probs(got[1]), probs(got[4])) and torch.allclose(probs(got[1]), probs(alone), atol=1e-5)
+    # Short texts are read as before; without a stride the long one is its clip alone.
+    reference = plain.predict(batch)
+    for i in (0, 2, 3):
+        assert torch.allclose(probs(got[i]), probs(reference[i]), atol=1e-5)
+    assert not torch.allclose(probs(got[1]), probs(reference[1]), atol=1e-5)
