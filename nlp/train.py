@@ -57,6 +57,7 @@ from nlp.classifiers.transformer import (  # noqa: E402
     clip_text,
     ngram_hashes,
     pad_features,
+    text_views,
     word_features,
 )
 from nlp.train_args import add_train_arguments  # noqa: E402
@@ -444,15 +445,6 @@ def words_of(texts: Sequence[str], buckets: int, max_chars: int) -> list[list[in
     return [word_features(clip_text(t, max_chars), buckets) for t in texts]
 
 
-def model_words(
-    model: LiveCommentForSequenceClassification, examples: Sequence[Example], max_chars: int
-) -> list[list[int]] | None:
-    """The word features `model` needs for `examples` (None if its linear part reads no words)."""
-    if not model.reads_words:
-        return None
-    return words_of([e.text for e in examples], model.config.linear_buckets, max_chars)
-
-
 def validation_metrics(
     model: LiveCommentForSequenceClassification,
     encoded: Sequence[list[int]],
@@ -551,20 +543,35 @@ def fit_temperature(logits: torch.Tensor, examples: Sequence[Example]) -> tuple[
     return t_sent, t_conf
 
 
+def runtime_logits(
+    model: LiveCommentForSequenceClassification, texts: Sequence[str], encode: CharEncoder
+) -> torch.Tensor:
+    """[N, 4] logits as TransformerClassifier computes them before the rules: a text over max_chars
+    averaged over its `text_views` (the model config's `long_text_stride`), word features if it reads words."""
+    max_chars = encode.max_chars
+    views = [text_views(t, max_chars, int(model.config.long_text_stride)) for t in texts]
+    flat = [v for group in views for v in group]
+    words = words_of(flat, model.config.linear_buckets, max_chars) if model.reads_words else None
+    logits = predict_logits(model, [encode(v) for v in flat], words)
+    if len(flat) == len(texts):
+        return logits
+    owner = torch.tensor([i for i, group in enumerate(views) for _ in group])
+    counts = torch.tensor([len(group) for group in views], dtype=logits.dtype)
+    return torch.zeros(len(texts), logits.shape[1]).index_add_(0, owner, logits) / counts[:, None]
+
+
 def calibrate(
-    model: LiveCommentForSequenceClassification,
-    encoded: Sequence[list[int]],
-    examples: Sequence[Example],
-    words: Sequence[list[int]] | None = None,
+    model: LiveCommentForSequenceClassification, examples: Sequence[Example], encode: CharEncoder
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Fit the temperatures, then the neutral/confusion bias on the scaled logits; set both on the model.
 
-    One pass over the validation split: the scaled and calibrated logits are derived from the raw ones
-    the way the model's forward derives them. Returns (validation metrics, calibrated logits).
+    One pass over the validation split, read as at run time (`runtime_logits`): the scaled and calibrated
+    logits are derived from the raw ones the way the model's forward derives them. Returns (validation
+    metrics, calibrated logits).
     """
     model.set_temperature(1.0, 1.0)
     model.set_logit_bias([0.0] * 4)
-    raw = predict_logits(model, encoded, words)
+    raw = runtime_logits(model, [e.text for e in examples], encode)
     model.set_temperature(*fit_temperature(raw, examples))
     scaled = raw * torch.tensor(model.config.logit_scale(), dtype=raw.dtype)
     bias, metrics = fit_calibration(scaled, examples)
@@ -1032,13 +1039,13 @@ def train(
     rules_weights = list(settings.rules_weights) if settings.rules_weights else None
     model.config.rules_blend = rules_weights
     val_logits: torch.Tensor | None = None
-    val_words = model_words(model, val_set, settings.max_chars)
+    # From here on the validation split is read as the classifier reads it (long texts in windows).
     if settings.calibrate and val_set:
-        calibrated, val_logits = calibrate(model, val_ids, val_set, val_words)
+        calibrated, val_logits = calibrate(model, val_set, encode)
     rules_length: dict[str, float] = {}
     if rules_weights and val_set:
         if val_logits is None:
-            val_logits = predict_logits(model, val_ids, val_words)
+            val_logits = runtime_logits(model, [e.text for e in val_set], encode)
         model.config.rules_blend_length, rules_length = fit_rules_length(
             val_logits, val_set, rules_weights, settings.rules_length_grid
         )
@@ -1135,9 +1142,8 @@ def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int
     model = LiveCommentForSequenceClassification.from_pretrained(str(out))
     vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
     encode = CharEncoder(vocab, settings.max_chars)
-    val_ids = [encode(e.text) for e in val_set]
-    calibrated, val_logits = calibrate(model, val_ids, val_set, model_words(model, val_set, settings.max_chars))
     model.config.long_text_stride = settings.long_text_stride
+    calibrated, val_logits = calibrate(model, val_set, encode)
     meta["logit_temperature"] = model.config.logit_temperature
     meta["logit_bias"] = model.config.logit_bias
     meta["validation_calibrated"] = calibrated

@@ -361,3 +361,31 @@ def test_rules_weigh_less_on_long_texts_and_the_length_is_fitted_on_reviews_only
     # 0.4-0.53 (wrong). L = 4 is right too; the tie keeps the larger length.
     assert by_length == {"0": 0.0, "60": 0.0, "16": 0.0, "8": 1.0, "4": 1.0} and length == 8.0
     assert fit_rules_length(logits[2:], examples[2:], (1.0, 1.0), (8,)) == (0.0, {})
+
+
+def test_validation_figures_are_what_the_classifier_gives(tmp_path: Path) -> None:
+    """Calibration and the rules' length are fitted on the validation split read as at run time: long texts
+    in windows, rules fused with the length limit. The classifier's own predictions reproduce the figures."""
+    from nlp.classifiers.rules import RulesClassifier
+    from nlp.classifiers.transformer import LiveCommentForSequenceClassification, blend_with_rules
+    from nlp.train import CharEncoder, _scores, runtime_logits, score_predictions, split_of_model
+
+    report = train(tmp_path / "m", seed=3, subset=96, settings=TINY, threads=1)
+    meta = json.loads((report.out_dir / "training.json").read_text())
+    _, _, _, val_set = split_of_model(report.out_dir, None, threads=1)
+    assert any(len(e.text) > TINY.max_chars for e in val_set)  # windows are exercised
+    assert json.loads((report.out_dir / "config.json").read_text())["long_text_stride"] == TINY.long_text_stride
+    preds = TransformerClassifier(str(report.out_dir), threads=1).predict([e.text for e in val_set])
+    probs = torch.tensor([p.sentiment_probs for p in preds])
+    confusion = torch.tensor([p.confusion_score for p in preds])
+    got = score_predictions(_scores(probs, confusion), val_set)
+    assert got == pytest.approx(meta["validation_with_rules"], abs=1e-6)
+    # The same per text: runtime_logits (what calibration and the length fit read) fused with the rules.
+    net = LiveCommentForSequenceClassification.from_pretrained(str(report.out_dir))
+    vocab = (report.out_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    texts = [e.text for e in val_set]
+    expected, expected_conf = blend_with_rules(
+        runtime_logits(net, texts, CharEncoder(vocab, TINY.max_chars)), RulesClassifier().predict(texts),
+        net.config.rules_blend, [len(t) for t in texts], net.config.rules_blend_length,
+    )
+    assert torch.allclose(probs, expected, atol=1e-5) and torch.allclose(confusion, expected_conf, atol=1e-5)
