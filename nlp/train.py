@@ -53,12 +53,13 @@ from nlp.classifiers.transformer import (  # noqa: E402
     SENTIMENT_HEADS,
     LiveCommentConfig,
     LiveCommentForSequenceClassification,
+    average_views,
     blend_with_rules,
     clip_text,
     ngram_hashes,
     pad_features,
     text_views,
-    word_features,
+    words_of,
 )
 from nlp.train_args import add_train_arguments  # noqa: E402
 
@@ -159,7 +160,8 @@ class TrainSettings:
     confusion log-odds (1, 1 = a plain product of experts); None = the model alone."""
     long_text_stride: int = 64
     """At inference a text over max_chars is also read in windows this far apart, logits averaged (model
-    config `long_text_stride`; 0 = head + tail clip only). Training and validation use the clip."""
+    config `long_text_stride`; 0 = head + tail clip only). Training and the choice of epoch read the clip;
+    calibration and the rules' length fit read the views, as the classifier does (`runtime_logits`)."""
     rules_length_grid: tuple[float, ...] = (4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80, 120)
     """Candidates for `rules_blend_length` (texts longer than L get the rules' sentiment weight × L / length), picked
     by mean accuracy on the review corpora's validation split only — the rules lexicons were developed on
@@ -440,11 +442,6 @@ def predict_logits(
     return out
 
 
-def words_of(texts: Sequence[str], buckets: int, max_chars: int) -> list[list[int]]:
-    """The linear model's word features of each text, from the text clipped as the character ids are."""
-    return [word_features(clip_text(t, max_chars), buckets) for t in texts]
-
-
 def validation_metrics(
     model: LiveCommentForSequenceClassification,
     encoded: Sequence[list[int]],
@@ -552,12 +549,7 @@ def runtime_logits(
     views = [text_views(t, max_chars, int(model.config.long_text_stride)) for t in texts]
     flat = [v for group in views for v in group]
     words = words_of(flat, model.config.linear_buckets, max_chars) if model.reads_words else None
-    logits = predict_logits(model, [encode(v) for v in flat], words)
-    if len(flat) == len(texts):
-        return logits
-    owner = torch.tensor([i for i, group in enumerate(views) for _ in group])
-    counts = torch.tensor([len(group) for group in views], dtype=logits.dtype)
-    return torch.zeros(len(texts), logits.shape[1]).index_add_(0, owner, logits) / counts[:, None]
+    return average_views(predict_logits(model, [encode(v) for v in flat], words), views)
 
 
 def calibrate(
@@ -636,9 +628,9 @@ def fit_rules_length(
         by_length[float(length)] = sum(accs) / len(accs)
     best = max(by_length.values())
     chosen = next(length for length, acc in by_length.items() if acc > best - 1e-9)
-    log.info("rules blend length %g (mean review accuracy by length %s)", chosen,
-             {f"{k:g}": round(v, 4) for k, v in by_length.items()})
-    return chosen, {f"{k:g}": round(v, 4) for k, v in by_length.items()}
+    report = {f"{k:g}": round(v, 4) for k, v in by_length.items()}
+    log.info("rules blend length %g (mean review accuracy by length %s)", chosen, report)
+    return chosen, report
 
 
 # ------------------------------------------------------------------------ linear n-gram model

@@ -118,6 +118,11 @@ def word_features(text: str, buckets: int) -> list[int]:
     return [zlib.crc32(k.encode("utf-8")) % buckets for k in keys]
 
 
+def words_of(texts: Sequence[str], buckets: int, max_chars: int) -> list[list[int]]:
+    """The linear model's word features of each text, from the text clipped as the character ids are."""
+    return [word_features(clip_text(t, max_chars), buckets) for t in texts]
+
+
 def pad_features(rows: Sequence[Sequence[int]]) -> torch.Tensor:
     """Feature-id lists as one [N, F] tensor, -1 where a row is shorter."""
     out = torch.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=torch.long)
@@ -212,7 +217,7 @@ class LiveCommentConfig(BertConfig):
         length."""
         self.long_text_stride = int(long_text_stride)
         """Texts over max_text_chars are also read in windows this far apart, logits averaged (`text_views`);
-        0 = head + tail only. An inference setting: training and the validation figures use the clip."""
+        0 = head + tail only. Training reads the clip; `nlp.train` calibrates on the views, as they run."""
         self.logit_bias = [float(b) for b in logit_bias] if logit_bias else [0.0] * NUM_LOGITS
         """Constant added to the logits (calibration fitted on the validation split; zero in training)."""
         self.logit_temperature = [float(t) for t in logit_temperature] if logit_temperature else [1.0, 1.0]
@@ -511,6 +516,16 @@ def text_views(text: str, max_chars: int, stride: int) -> list[str]:
     return [clip_text(text, max_chars), *(text[s : s + max_chars] for s in starts)]
 
 
+def average_views(view_logits: torch.Tensor, views: Sequence[Sequence[str]]) -> torch.Tensor:
+    """Per text, the mean of its views' logits ([sum of views, L] in `views` order → [texts, L])."""
+    if view_logits.shape[0] == len(views):
+        return view_logits
+    owner = torch.tensor([i for i, group in enumerate(views) for _ in group])
+    counts = torch.tensor([len(group) for group in views], dtype=view_logits.dtype)
+    total = torch.zeros(len(views), view_logits.shape[1], dtype=view_logits.dtype)
+    return total.index_add_(0, owner, view_logits) / counts[:, None]
+
+
 def resolve_model(model: str | Path | None, *, allow_hub: bool) -> tuple[str, bool]:
     """Where to load from: (path or hub name, is_local). Empty means the shipped model.
 
@@ -647,7 +662,7 @@ class TransformerClassifier:
         """The linear part's word features per text (None when the model reads characters only)."""
         if not self._word_buckets:
             return None
-        return [word_features(clip_text(t, self.max_chars), self._word_buckets) for t in texts]
+        return words_of(texts, self._word_buckets, self.max_chars)
 
     def _forward(self, ids: list[list[int]], words: list[list[int]] | None = None) -> torch.Tensor:
         width = max(len(x) for x in ids)
@@ -721,12 +736,7 @@ class TransformerClassifier:
             view_logits = torch.empty(len(flat), NUM_LOGITS)
             for chunk, logits in zip(chunks, passes, strict=True):
                 view_logits[torch.tensor(chunk)] = logits
-            if len(flat) == len(texts):
-                logits = view_logits
-            else:
-                owner = torch.tensor([i for i, group in enumerate(views) for _ in group])
-                counts = torch.tensor([len(group) for group in views], dtype=view_logits.dtype)
-                logits = torch.zeros(len(texts), NUM_LOGITS).index_add_(0, owner, view_logits) / counts[:, None]
+            logits = average_views(view_logits, views)
             if rules is not None and self.rules_blend is not None:
                 probs, confusion = blend_with_rules(
                     logits, rules, self.rules_blend, [len(t) for t in texts], self.rules_blend_length
