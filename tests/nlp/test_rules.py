@@ -24,6 +24,29 @@ def test_questions_are_confused_and_neutral(rules, text):
     assert p.sentiment == "neu", text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我160斤穿什么码",  # opens with 我 like a statement, but asks for a size
+        "我老公90斤穿什么码啊",
+        "我的牛仔裤怎么还没到",  # an order that has not come wants an answer
+        "说好的7天发货呢",
+        "尺码偏大还是偏小呢",  # a choice between two options
+        "130斤拍S还是M",
+        "是现货还是预售",
+        "有几个颜色",
+        "不会是假货吧",  # a worry that wants reassurance
+    ],
+)
+def test_live_commerce_questions_are_confused(rules, text):
+    assert _predict(rules, text).confusion, text
+
+
+@pytest.mark.parametrize("text", ["我还是喜欢你", "还是算了", "不然我怎么还没睡", "我一天几百块钱吃饭"])
+def test_statements_with_those_words_are_not_confused(rules, text):
+    assert not _predict(rules, text).confusion, text
+
+
 @pytest.mark.parametrize("text", ["主播好漂亮", "太好看了爱了爱了", "支持主播", "666", "质量很好，非常满意"])
 def test_praise_is_positive_and_not_confused(rules, text):
     p = _predict(rules, text)
