@@ -64,6 +64,24 @@ def test_complaints_are_negative(rules, text):
     assert _predict(rules, text).sentiment == "neg", text
 
 
+@pytest.mark.parametrize(
+    ("text", "sentiment"),
+    [
+        ("质量不行。", "neg"),
+        ("评论区都是托", "neg"),
+        ("收到的是坏的", "neg"),
+        ("这质量也好意思卖699？", "neg"),
+        ("这也太显白了吧", "pos"),
+        ("不起球呀", "pos"),
+        ("已加购物车！", "pos"),
+        ("冲！！", "pos"),
+        ("别起冲突", "neu"),  # 冲 praises, 冲突 does not
+    ],
+)
+def test_live_commerce_sentiment(rules, text, sentiment):
+    assert _predict(rules, text).sentiment == sentiment, text
+
+
 def test_complaint_question_is_negative_and_confused(rules):
     p = _predict(rules, "怎么还不发货？")
     assert p.sentiment == "neg"
