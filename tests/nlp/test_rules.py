@@ -76,6 +76,10 @@ def test_complaints_are_negative(rules, text):
         ("已加购物车！", "pos"),
         ("冲！！", "pos"),
         ("别起冲突", "neu"),  # 冲 praises, 冲突 does not
+        ("蹲链接!!!", "pos"),
+        ("谁能拒绝酒红的连衣裙", "pos"),
+        ("被子有一股怪味", "neg"),
+        ("今天练深蹲", "neu"),
     ],
 )
 def test_live_commerce_sentiment(rules, text, sentiment):
