@@ -24,15 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.errors import ScriptError
 from nlp.compliance import ComplianceLexicon, default_compliance
+from nlp.topics import TOPICS as _ANALYZER_TOPICS
 
 if TYPE_CHECKING:
     from bot.state import WindowStats
 
-TOPICS: tuple[str, ...] = (
-    "price", "size_fit", "shipping", "quality", "link_howto", "after_sales", "coupon", "stock", "usage",
-    "host", "other",
-)
-"""Topics a segment can answer and a trigger can watch (the analyzer's topic set)."""
+# Topics a segment can answer and a trigger can watch: the analyzer's own set.
+TOPICS = _ANALYZER_TOPICS
 
 SCRIPT_SUFFIXES = (".yaml", ".yml")
 MAX_CHARS = 1_000_000

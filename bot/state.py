@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 
 RING_S = 300
 WINDOWS_S = (10, 60, 300)
-TOPICS = (
-    "price", "size_fit", "shipping", "quality", "link_howto", "after_sales", "coupon", "stock", "usage",
-    "host", "other",
-)
 
 
 class AnalysisLike(Protocol):

@@ -36,7 +36,9 @@ TOPICS: tuple[str, ...] = (
     "host",
     "other",
 )
-"""Every topic a comment can carry; ``other`` means none of the lexicon topics matched."""
+"""Every topic a comment can carry (the set DESIGN.md's interfaces pin); ``other`` means none of the lexicon
+topics matched. The run-sheet checker uses this tuple; the screen, the reports and the alerts name every one
+(tests check that each label map covers it)."""
 
 OTHER = "other"
 
