@@ -633,7 +633,12 @@ def format_status(st: RoomState) -> str:
     """One terminal line: rate, sentiment mix, confusion, online and the top question."""
     w = st.window(60)
     qs = st.questions(60, limit=1)
-    top = f" | 热问[{qs[0].topic}] {qs[0].examples[0]} ×{qs[0].count}" if qs else ""
+    from bot.advisors.common import TOPIC_LABELS
+
+    top = ""
+    if qs:
+        topic = TOPIC_LABELS.get(qs[0].topic, qs[0].topic)
+        top = f" | 热问[{topic}] {qs[0].examples[0]} ×{qs[0].count}"
     online = f" | 在线 {st.online}" if st.online is not None else ""
     degraded = " | ⚠分析降级" if st.degraded else ""
     return (

@@ -143,3 +143,16 @@ async def test_batch_fill_wait_counts_from_when_the_comment_was_received() -> No
         await task
         pipe.close()
     assert pipe.stats.analyzed == 2
+
+
+def test_status_line_names_the_top_question_in_chinese() -> None:
+    from bot.app import format_status
+
+    analyzer = Analyzer("rules")
+    st = RoomState("r1")
+    texts = ["这个多少钱", "多少钱啊", "价格多少"]
+    for ev, an in zip([chat(i, t) for i, t in enumerate(texts)], analyzer.analyze(texts), strict=True):
+        st.apply(ev, an)
+    line = format_status(st)
+    assert line.startswith("[r1] 弹幕 3/分")
+    assert "热问[价格]" in line and "×3" in line
