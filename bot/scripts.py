@@ -24,13 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.errors import ScriptError
 from nlp.compliance import ComplianceLexicon, default_compliance
-from nlp.topics import TOPICS as _ANALYZER_TOPICS
+from nlp.topics import TOPICS  # topics a segment can answer and a trigger can watch: the analyzer's own set
 
 if TYPE_CHECKING:
     from bot.state import WindowStats
-
-# Topics a segment can answer and a trigger can watch: the analyzer's own set.
-TOPICS = _ANALYZER_TOPICS
 
 SCRIPT_SUFFIXES = (".yaml", ".yml")
 MAX_CHARS = 1_000_000

@@ -9,7 +9,7 @@ from bot import analytics_trend, scripts
 from bot.advisors import common
 from bot.outputs import report, report_data
 from bot.outputs.alerts import robots
-from nlp.topics import TOPICS, default_tagger
+from nlp.topics import TOPICS
 
 SCREEN_JS = Path(scripts.__file__).resolve().parent / "outputs" / "screen" / "static" / "common.js"
 
@@ -36,6 +36,5 @@ def test_the_screen_names_every_topic():
     assert set(TOPICS) <= keys
 
 
-def test_run_sheets_and_the_lexicon_use_the_analyzer_topics():
+def test_run_sheets_use_the_analyzer_topics():
     assert scripts.TOPICS == TOPICS
-    assert set(default_tagger().order) | {"other"} == set(TOPICS)
