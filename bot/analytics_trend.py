@@ -45,6 +45,7 @@ from bot.analytics import (
 )
 from bot.events import Event, EventKind
 from bot.outputs.store import Store, StoredAnalysis
+from nlp.topics import TOPIC_LABELS
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -57,11 +58,6 @@ BENCHMARK_QUESTION_KEYS = 5000
 
 _KIND_ZH = {"script_switch": "切换话术", "coupon": "优惠券", "prompt": "互动口令"}
 _BY_ZH = {"kind": "按类型", "segment": "按段落", "prompt": "按口令"}
-_TOPIC_ZH = {
-    "price": "价格", "size_fit": "尺码", "shipping": "发货物流", "quality": "质量材质",
-    "link_howto": "链接下单", "after_sales": "售后退换", "coupon": "优惠券", "stock": "库存", "usage": "用法",
-    "host": "主播", "other": "其他",
-}
 BEFORE_AFTER_NOTE = (
     f"前后对比: 每条已采纳建议生效前 {OUTCOME_WINDOW_S // 60} 分钟与生效后 {OUTCOME_WINDOW_S // 60} "
     "分钟的数据相比。这不是对照实验: 同一时段里别的变化 (流量波动、主播临场发挥、其他建议) "
@@ -107,7 +103,7 @@ def _signed(x: float | None, *, share: bool, digits: int = 1) -> str:
 
 
 def _topic(t: str) -> str:
-    return _TOPIC_ZH.get(t, t)
+    return TOPIC_LABELS.get(t, t)
 
 
 # -- settings -----------------------------------------------------------------------------------------

@@ -633,7 +633,7 @@ def format_status(st: RoomState) -> str:
     """One terminal line: rate, sentiment mix, confusion, online and the top question."""
     w = st.window(60)
     qs = st.questions(60, limit=1)
-    from bot.advisors.common import TOPIC_LABELS
+    from nlp.topics import TOPIC_LABELS
 
     top = ""
     if qs:

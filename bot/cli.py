@@ -455,6 +455,8 @@ def format_advisor_summary(result: Any) -> list[str]:
 
 
 def format_replay_summary(result: Any, store_path: Path | None) -> str:
+    from nlp.topics import TOPIC_LABELS
+
     st = result.state
     tot = st.totals
     stats = result.stats
@@ -474,12 +476,15 @@ def format_replay_summary(result: Any, store_path: Path | None) -> str:
     lines.append(f"  疑问率 {tot.confused / analyzed:.1%} ({tot.confused} 条), 购买意向 {tot.buying_intent} 条")
     if tot.topic_confused:
         lines.append(
-            "  疑问按话题: " + ", ".join(f"{k} {v}" for k, v in tot.topic_confused.most_common(6))
+            "  疑问按话题: "
+            + ", ".join(f"{TOPIC_LABELS.get(k, k)} {v}" for k, v in tot.topic_confused.most_common(6))
         )
     groups = st.questions(10**6, limit=8)
     if groups:
         lines.append("  高频问题 (最近 5 分钟内, 近似合并):")
-        lines.extend(f"    [{g.topic}] ×{g.count}: {' / '.join(g.examples)}" for g in groups)
+        lines.extend(
+            f"    [{TOPIC_LABELS.get(g.topic, g.topic)}] ×{g.count}: {' / '.join(g.examples)}" for g in groups
+        )
     lines.extend(format_advisor_summary(result))
     if result.session_id and store_path is not None:
         lines.append(f"  会话 {result.session_id} 已存入 {store_path}")

@@ -40,6 +40,23 @@ TOPICS: tuple[str, ...] = (
 topics matched. The run-sheet checker uses this tuple; the screen, the reports and the alerts name every one
 (tests check that each label map covers it)."""
 
+TOPIC_LABELS: dict[str, str] = {
+    "price": "价格",
+    "size_fit": "尺码",
+    "shipping": "发货",
+    "quality": "质量",
+    "link_howto": "链接",
+    "after_sales": "售后",
+    "coupon": "优惠券",
+    "stock": "库存",
+    "usage": "用法",
+    "host": "主播",
+    "other": "其他",
+}
+"""The one Chinese name of each topic, short enough for a badge on the host screen; the host screen
+(``common.js``), the advisors' texts, the alerts, the reports and the terminal all use it (a test checks the
+screen's copy), so 场控 sees the same word everywhere."""
+
 OTHER = "other"
 
 

@@ -16,24 +16,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.advisors.base import Severity, Suggestion, SuggestionKind, make_suggestion_id
 from bot.state import newest_in_window
+from nlp.topics import TOPIC_LABELS as TOPIC_LABELS  # re-exported for the advisors
 
 if TYPE_CHECKING:
     from bot.state import RecentComment, RoomState
-
-TOPIC_LABELS = {
-    "price": "价格",
-    "size_fit": "尺码",
-    "shipping": "发货物流",
-    "quality": "质量",
-    "link_howto": "怎么下单",
-    "after_sales": "售后",
-    "coupon": "优惠",
-    "stock": "库存",
-    "usage": "用法",
-    "host": "主播",
-    "other": "其他",
-}
-"""Host-facing (Chinese) names of the analyzer's topics."""
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000

@@ -31,25 +31,13 @@ import yaml
 
 from bot.events import Event, EventKind
 from bot.outputs.store import CST, Store, StoredAnalysis
+from nlp.topics import TOPIC_LABELS
 
 if TYPE_CHECKING:
     from bot.config import Config
 
 MINUTE_MS = 60_000
 
-TOPIC_LABELS: dict[str, str] = {
-    "price": "价格",
-    "size_fit": "尺码",
-    "shipping": "发货物流",
-    "quality": "质量材质",
-    "link_howto": "链接下单",
-    "after_sales": "售后退换",
-    "coupon": "优惠券",
-    "stock": "库存",
-    "usage": "用法",
-    "host": "主播",
-    "other": "其他",
-}
 SENTIMENT_LABELS: dict[str, str] = {"pos": "正面", "neu": "中性", "neg": "负面"}
 KIND_LABELS: dict[str, str] = {
     "script_switch": "切换话术",

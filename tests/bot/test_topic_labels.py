@@ -1,39 +1,26 @@
-"""Every place that names topics covers every topic the analyzer can give (one list: nlp.topics.TOPICS)."""
+"""One Chinese name per topic (nlp.topics.TOPIC_LABELS) for every topic the analyzer can give
+(nlp.topics.TOPICS), used the same on the host screen, in the reports, the alerts and the terminal."""
 
 import re
 from pathlib import Path
 
-import pytest
-
-from bot import analytics_trend, scripts
-from bot.advisors import common
-from bot.outputs import report, report_data
-from bot.outputs.alerts import robots
-from nlp.topics import TOPICS
+from bot import scripts
+from bot.outputs import report
+from nlp.topics import TOPIC_LABELS, TOPICS
 
 SCREEN_JS = Path(scripts.__file__).resolve().parent / "outputs" / "screen" / "static" / "common.js"
 
 
-@pytest.mark.parametrize(
-    "labels",
-    [
-        common.TOPIC_LABELS,
-        report_data.TOPIC_LABELS,
-        robots.TOPIC_NAMES,
-        analytics_trend._TOPIC_ZH,
-        report._TOPIC_COLORS,
-    ],
-    ids=["advisors", "report", "alerts", "trend", "report colours"],
-)
-def test_every_label_map_covers_every_topic(labels):
-    assert set(TOPICS) <= set(labels)
+def test_every_topic_has_one_distinct_label():
+    assert set(TOPIC_LABELS) == set(TOPICS)
+    assert len(set(TOPIC_LABELS.values())) == len(TOPICS)
+    assert set(TOPICS) <= set(report._TOPIC_COLORS)
 
 
-def test_the_screen_names_every_topic():
+def test_the_screen_uses_the_same_labels():
     block = re.search(r"const TOPIC_ZH = \{(.*?)\};", SCREEN_JS.read_text(encoding="utf-8"), re.S)
     assert block is not None
-    keys = set(re.findall(r"(\w+):", block.group(1)))
-    assert set(TOPICS) <= keys
+    assert dict(re.findall(r'(\w+): "([^"]+)"', block.group(1))) == TOPIC_LABELS
 
 
 def test_run_sheets_use_the_analyzer_topics():

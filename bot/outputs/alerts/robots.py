@@ -25,6 +25,7 @@ import yarl
 
 from bot.advisors.base import SEVERITY_ORDER, Severity, Suggestion, SuggestionKind
 from bot.outputs.alerts.config import MessageFormat, RobotConfig, RobotKind, classify_mention
+from nlp.topics import TOPIC_LABELS
 
 KEYWORD = "【场控】"
 """Put in every title and text: DingTalk/Feishu keyword security checks need one fixed word (spec §2, §3)."""
@@ -60,20 +61,6 @@ RULE_TITLES: dict[str, str] = {
     "session_length": "场次时长",
     "rhythm": "节奏提醒",
     "test": "测试消息",
-}
-
-TOPIC_NAMES: dict[str, str] = {
-    "price": "价格",
-    "size_fit": "尺码",
-    "shipping": "发货",
-    "quality": "质量",
-    "link_howto": "怎么买",
-    "after_sales": "售后",
-    "coupon": "优惠券",
-    "stock": "库存",
-    "usage": "用法",
-    "host": "主播",
-    "other": "其他",
 }
 
 SEVERITY_LABELS: dict[Severity, str] = {
@@ -128,7 +115,7 @@ def alert_title(s: Suggestion) -> str:
     key = s.rule or str(s.kind)
     title = RULE_TITLES.get(key, key)
     if s.topic:
-        title += f"（{TOPIC_NAMES.get(s.topic, s.topic)}）"
+        title += f"（{TOPIC_LABELS.get(s.topic, s.topic)}）"
     return title
 
 

@@ -91,12 +91,15 @@ async def test_host_page_shows_a_live_suggestion_and_control_accepts_it(app: App
     assert await host.evaluate("() => document.fonts.check('20px \"WenQuanYi Micro Hei\"', '尺码')")
     DOCS.mkdir(exist_ok=True)
     await host.screenshot(path=str(DOCS / "screenshot-host.png"))
+    await _fits_landscape_screens(host)
 
     control = await browser.new_page()
     await _collect_errors(control, errors)
     await control.goto(app.screen.control_url)
     item = control.locator(f'[data-for="{shown}"]')
     await item.wait_for(timeout=10_000)
+    # The data that drew the item also clears the stale banner at once (not a tick later).
+    assert await control.locator("#stale").is_hidden()
     await control.screenshot(path=str(DOCS / "screenshot-control.png"))
     await item.get_by_role("button", name="采纳").click()
     await control.wait_for_selector("#log li.ok", timeout=10_000)
@@ -118,6 +121,35 @@ async def test_host_page_shows_a_live_suggestion_and_control_accepts_it(app: App
     await host.wait_for_selector("#stale", state="visible", timeout=8_000)
     banner = (await host.text_content("#stale")) or ""
     assert "数据已过期" in banner
+
+
+_FITS = """() => {
+  const r = (s) => document.querySelector(s).getBoundingClientRect();
+  return { page: document.scrollingElement.scrollHeight, view: innerHeight, sugg: r('#suggestion-card').bottom,
+           timeline: r('#timeline').height, timelineBottom: r('#timeline-card').bottom,
+           questions: r('#questions-card').bottom };
+}"""
+
+
+async def _fits_landscape_screens(page: Any) -> None:
+    """A monitor beside the camera cannot scroll: on landscape screens (with the default run-sheet's extra
+    rows showing) the whole page is the viewport, the suggestion is whole and the timeline chart fills its
+    box; a portrait tablet stacks the cards and scrolls."""
+    size = page.viewport_size
+    for w, h in ((1920, 1080), (1366, 768), (1280, 720)):
+        await page.set_viewport_size({"width": w, "height": h})
+        await page.wait_for_function(
+            "([h]) => Math.round(document.querySelector('#timeline').getBoundingClientRect().height) === "
+            "Number(document.querySelector('#timeline svg').getAttribute('height')) && innerHeight === h",
+            arg=[h], timeout=5_000,
+        )
+        m = await page.evaluate(_FITS)
+        assert m["page"] <= h, (w, h, m)
+        assert m["sugg"] <= h and m["timelineBottom"] <= h and m["questions"] <= h, (w, h, m)
+        assert m["timeline"] >= 60, (w, h, m)
+    await page.set_viewport_size({"width": 768, "height": 1024})
+    await page.wait_for_function("() => document.scrollingElement.scrollHeight > innerHeight", timeout=5_000)
+    await page.set_viewport_size(size)
 
 
 async def test_page_reconnects_after_a_dropped_socket(app: App, browser: Any) -> None:

@@ -197,6 +197,7 @@ const LB = (() => {
           pickRoom(Object.keys(msg.rooms || {}));
           attempt = 0;  // a good message resets the backoff
           handlers.snapshot && handlers.snapshot(msg);
+          refreshFreshness();  // the banner goes with the first data, not up to one tick later
           break;
         case "suggestion":
           rememberSuggestion(msg);
@@ -226,7 +227,7 @@ const LB = (() => {
     }
 
     // Stale banner: nothing newer than STALE_MS means what the host sees may be wrong.
-    setInterval(() => {
+    function refreshFreshness() {
       const age = state.lastSnapshotAt ? Date.now() - state.lastSnapshotAt : Infinity;
       const stale = age > STALE_MS;
       document.body.classList.toggle("stale", stale);
@@ -245,7 +246,8 @@ const LB = (() => {
         conn.textContent = state.connected ? (stale ? "已连接 · 无数据" : "实时") : "连接中断";
       }
       handlers.tick && handlers.tick();
-    }, 250);
+    }
+    setInterval(refreshFreshness, 250);
 
     open();
     return { send };

@@ -63,7 +63,7 @@ const Charts = (() => {
 
   // timeline(box, points): bars = comments per 10 s, lines = negative share and confusion rate (%).
   function timeline(box, points) {
-    const W = Math.max(200, box.clientWidth), H = Math.max(120, box.clientHeight);
+    const W = Math.max(200, box.clientWidth), H = Math.max(60, box.clientHeight);  // fill the box, as short as it gets
     const padL = 44, padR = 48, padT = 10, padB = 26;
     const iw = W - padL - padR, ih = H - padT - padB;
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H });
@@ -82,6 +82,7 @@ const Charts = (() => {
     for (let i = 0; i <= 4; i++) {
       const y = padT + ih - (ih * i) / 4;
       root.appendChild(svg("line", { x1: padL, x2: W - padR, y1: y, y2: y, stroke: COLORS.track, "stroke-width": 1 }));
+      if (ih < 80 && i % 2) continue;  // a short chart labels every other gridline so the numbers don't overlap
       const lc = svg("text", { x: padL - 6, y: y + 4, "text-anchor": "end", class: "axis-text" });
       lc.textContent = String(Math.round((maxC * i) / 4));
       const rc = svg("text", { x: W - padR + 6, y: y + 4, "text-anchor": "start", class: "axis-text" });

@@ -221,7 +221,15 @@
     renderSuggestion();
   }
 
-  window.addEventListener("resize", () => { if (lastTimeline) Charts.timeline($("timeline"), lastTimeline); });
+  // Redraw when the box changes size, not only the window: the page is fitted to the screen, so a longer
+  // suggestion or an extra card row changes the timeline's height.
+  let drawnSize = "";
+  new ResizeObserver(([entry]) => {
+    const size = `${Math.round(entry.contentRect.width)}x${Math.round(entry.contentRect.height)}`;
+    if (size === drawnSize) return;
+    drawnSize = size;
+    if (lastTimeline) Charts.timeline($("timeline"), lastTimeline);
+  }).observe($("timeline"));
 
   LB.connect({
     snapshot: renderAll,
