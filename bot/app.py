@@ -836,4 +836,5 @@ def _progress_bar(path: Path) -> Any:
             total = sum(1 for _ in f)
     except OSError:
         total = None
-    return tqdm(total=total, unit="条", desc=path.name, file=sys.stderr, leave=False, mininterval=0.5)
+    # disable=None: no bar when stderr is not a terminal (a pipe or a CI log gets the summary only).
+    return tqdm(total=total, unit="条", desc=path.name, file=sys.stderr, leave=False, mininterval=0.5, disable=None)

@@ -455,6 +455,7 @@ def format_advisor_summary(result: Any) -> list[str]:
 
 
 def format_replay_summary(result: Any, store_path: Path | None) -> str:
+    from bot.sources.replay import SKIP_LABELS
     from nlp.topics import TOPIC_LABELS
 
     st = result.state
@@ -464,8 +465,14 @@ def format_replay_summary(result: Any, store_path: Path | None) -> str:
     lines = [
         f"回放: {stats.path} ({stats.format}, {stats.encoding})",
         f"  读取 {stats.lines_read} 行, 事件 {stats.events}, 跳过 {sum(stats.skipped.values())}"
-        + (f" ({', '.join(f'{k} {v}' for k, v in stats.skipped.items())})" if stats.skipped else ""),
+        + (f" ({', '.join(f'{SKIP_LABELS.get(k, k)} {v}' for k, v in stats.skipped.items())})"
+           if stats.skipped else ""),
     ]
+    # Where to look: the first skipped lines by number (the log has up to 20, the report the rest).
+    lines.extend(
+        f"    第 {ex.line} 行 {SKIP_LABELS.get(ex.reason, ex.reason)}: {ex.detail[:80]}"
+        for ex in stats.examples[:3]
+    )
     if tot.first_ms is not None and tot.last_ms is not None:
         minutes = max(1e-9, (tot.last_ms - tot.first_ms) / 60000)
         lines.append(f"  时长 {minutes:.1f} 分钟, 弹幕 {tot.comments} 条 ({tot.comments / minutes:.1f}/分)")

@@ -41,6 +41,7 @@ from bot.outputs.report_data import (
     topic_label,
 )
 from bot.outputs.store import Store
+from bot.sources.replay import SKIP_LABELS
 
 if TYPE_CHECKING:
     from bot.analytics_trend import AnalyticsSettings
@@ -620,14 +621,6 @@ def _suggestions_section(r: SessionReport) -> str:
     )
 
 
-_SKIP_LABELS = {
-    # bot.sources.replay.SkipReason values
-    "bad_encoding": "编码错误", "bad_json": "JSON 无法解析", "bad_event": "字段缺失或类型错误",
-    "bad_row": "CSV 行缺少文本列", "bad_time": "时间无法解析", "empty_text": "空弹幕",
-    "bad_xml": "XML 元素损坏",
-}
-
-
 def _quality_section(r: SessionReport) -> str:
     q = r.data_quality
     p = q.pipeline
@@ -643,7 +636,7 @@ def _quality_section(r: SessionReport) -> str:
     skipped = "无"
     if q.skipped:
         skipped = f"{_n(q.skipped_total)} 行: " + "、".join(
-            f"{_e(_SKIP_LABELS.get(k, k))} ({_e(k)}) {_n(v)}" for k, v in sorted(q.skipped.items())
+            f"{_e(SKIP_LABELS.get(k, k))} ({_e(k)}) {_n(v)}" for k, v in sorted(q.skipped.items())
         )
     if q.lines_read is not None or q.skipped:
         rows.append(("跳过", skipped))

@@ -122,6 +122,14 @@ class SkipReason(StrEnum):
     BAD_XML = "bad_xml"  # an XML element that cannot be recovered
 
 
+SKIP_LABELS: dict[str, str] = {
+    SkipReason.BAD_ENCODING: "编码错误", SkipReason.BAD_JSON: "JSON 无法解析",
+    SkipReason.BAD_EVENT: "字段缺失或类型错误", SkipReason.BAD_ROW: "CSV 行缺少文本列",
+    SkipReason.BAD_TIME: "时间无法解析", SkipReason.EMPTY_TEXT: "空弹幕", SkipReason.BAD_XML: "XML 元素损坏",
+}
+"""Chinese names of the skip reasons, for the replay summary and the report's data-quality section."""
+
+
 class SkippedLine(NamedTuple):
     line: int
     reason: SkipReason

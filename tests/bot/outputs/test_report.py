@@ -448,12 +448,18 @@ def test_cli_report_from_store_and_from_logs(
     assert "--out FILE.html and/or --csv DIR" in capsys.readouterr().err
 
 
-def test_cli_replay_writes_report_and_csv(tmp_path: Path, log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_replay_writes_report_and_csv(tmp_path: Path, log: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     html_path = tmp_path / "r.html"
     rc = main(["replay", str(log), "--out", str(tmp_path / "store"), "--report", str(html_path),
                "--csv", str(tmp_path / "csv"), "-q"])
     assert rc == 0
+    # The summary names the skipped line and the topics in Chinese, as the screen and the report do.
+    summary = capsys.readouterr().out
+    assert "跳过 1 (JSON 无法解析 1)" in summary and "第 41 行 JSON 无法解析: " in summary
+    topics = next(line for line in summary.splitlines() if "疑问按话题" in line)
+    assert "价格" in topics and "price" not in topics
     page = html_path.read_text(encoding="utf-8")
     assert f'<div class="k">独立观众</div><div class="v">{UNIQUE_VIEWERS}</div>' in page
     assert len(list((tmp_path / "csv").glob("*-minutes.csv"))) == 1
