@@ -979,7 +979,9 @@ def render_trend(rows: Sequence[TrendRow]) -> str:
     head = ["开始", "直播间", "评分", "时长", "观众", "新观众", "回访", "连续 3 场", "下一场留存", "互动率",
             "人均点赞", "平均停留 (估)", "超 5 分钟", "意向 / 分钟 (占弹幕)", "需求匹配", "负面", "完整度",
             "会话"]
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    # Figures are right-aligned, so are their headers; start, room and session id read left to right.
+    th = "".join(f"<th>{_e(h)}</th>" if h in ("开始", "直播间", "会话") else f'<th class="n">{_e(h)}</th>'
+                 for h in head)
     formula_rows = "".join(
         f"<tr><td>{_e(c.label)}</td><td class=\"n\">{_num(c.weight)}</td>"
         f"<td>{_e(_component_formula(c))}</td></tr>"

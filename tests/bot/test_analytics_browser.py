@@ -12,12 +12,14 @@ import pytest
 from bot.advisors.base import Suggestion, SuggestionKind, SuggestionState
 from bot.analytics import LiveAnalytics
 from bot.analytics_trend import build_trend, render_trend
+from bot.app import replay_file
+from bot.config import parse_config
 from bot.events import Event, EventKind
 from bot.outputs.screen import ScreenServer
 from bot.outputs.store import Store
+from bot.sources.simulator import DEFAULT_START_TS, Simulator
 from bot.state import RoomState
 from tests.bot.test_analytics import COUPON, A, T, outcome_stream
-from tests.bot.test_analytics_trend import three_shows
 from tests.browser import needs_chromium
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -39,13 +41,32 @@ def _errors(page: Any) -> list[str]:
     return errors
 
 
+async def _simulated_shows(tmp_path: Path, store: Store) -> list[str]:
+    """Five evening shows of the simulated room on consecutive days, replayed with the advisors on: the
+    simulator's fan pool comes back every show, so the page has returning viewers and streaks to draw."""
+    cfg = parse_config({"data_dir": str(tmp_path / "data"), "status": {"terminal": False},
+                        "advisors": {"enabled": True}})
+    ids = []
+    for day, (rate, minutes) in enumerate(((1.0, 20), (1.2, 20), (1.5, 25), (1.2, 20), (1.8, 25))):
+        sim = Simulator(seed=20 + day, rate=rate, room="旗舰店", start_ts=DEFAULT_START_TS + day * 86_400_000)
+        log = tmp_path / f"show{day}.jsonl"
+        log.write_text("\n".join(e.to_line() for e in sim.events(minutes * 60)) + "\n", encoding="utf-8")
+        result = await replay_file(log, cfg, store=store)
+        assert result.session_id is not None
+        ids.append(result.session_id)
+    return ids
+
+
 async def test_trend_page_renders_offline(tmp_path: Path, browser: Any) -> None:
     store = Store.open(tmp_path / "livebot.db")
     try:
-        ids = three_shows(store)
+        ids = await _simulated_shows(tmp_path, store)
         rows = build_trend(store, ids)
     finally:
         store.close()
+    assert [r.session_id for r in rows] == ids
+    assert rows[0].returning is not None and rows[0].returning.returning == 0
+    assert all(r.returning is not None and r.returning.returning > 0 for r in rows[1:])
     path = tmp_path / "trend.html"
     path.write_text(render_trend(rows), encoding="utf-8")
     page = await browser.new_page()
@@ -54,11 +75,14 @@ async def test_trend_page_renders_offline(tmp_path: Path, browser: Any) -> None:
     # plotly draws all three charts from the inlined bundle (no network).
     await page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3",
                                  timeout=15_000)
-    assert await page.locator("#trend-rows tbody tr").count() == 3
+    assert await page.locator("#trend-rows tbody tr").count() == 5
     bars = await page.locator("#fig-score .bars .point").count()
-    assert bars == 3
+    assert bars == 5
     formula = await page.text_content("#trend-formula") or ""
     assert "10 × Σ(权重 × 得分)" in formula and "互动率" in formula
+    # All 18 columns fit the page: nothing hides behind a horizontal scroll.
+    widths = await page.eval_on_selector("#trend-rows", "t => [t.scrollWidth, t.parentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
     DOCS.mkdir(exist_ok=True)
     await page.screenshot(path=str(DOCS / "screenshot-trend.png"), full_page=True)
     assert not errors, errors
