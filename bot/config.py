@@ -201,6 +201,11 @@ class AlertRulesConfig(_Section):
     compliance_min: int = Field(2, ge=1, le=10_000)
     """Compliance: alert at this many comments in the last 60 s that quote an advertising-law absolute term
     or a banned category (nlp/lexicons/compliance.yaml), e.g. viewers repeating 全网最低."""
+    platform_lag_s: float = Field(5.0, ge=0.5, le=600.0)
+    """Platform lag: alert when a platform's comments reach livebot this many seconds (median of the last 60 s)
+    after viewers sent them; in a multi-platform room the alert names the gap to the fastest platform."""
+    platform_lag_min_comments: int = Field(5, ge=1, le=100_000)
+    """Platform lag is judged on at least this many timestamped comments of the platform in the last 60 s."""
     ttl_s: int = Field(300, ge=10, le=86_400)
     """A pending alert expires after this many seconds."""
 

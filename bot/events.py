@@ -29,6 +29,17 @@ class SystemEvent(StrEnum):
 
 STATS_KEYS = ("online", "viewers_total", "likes_total")
 
+PLATFORM_LABELS: dict[str, str] = {
+    "douyin": "抖音", "taobao": "淘宝", "kuaishou": "快手", "bilibili": "B站", "channels": "视频号",
+    "xiaohongshu": "小红书", "jd": "京东", "pinduoduo": "拼多多", "tiktok": "TikTok", "custom": "其他平台",
+}
+"""Chinese names of the platforms for the host, field control and alerts (the screens' common.js holds the
+same map; a test compares them)."""
+
+
+def platform_label(platform: str) -> str:
+    return PLATFORM_LABELS.get(platform, platform)
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from bot.sources.base import SourceStatus
 
 RING_S = 300
+DELAY_SAMPLES = 2000
+"""Per platform: the newest comments whose delivery delay is kept (60 s at ~33 comments/s)."""
 WINDOWS_S = (10, 60, 300)
 
 
@@ -112,6 +114,12 @@ def newest_in_window(items: Reversible[_S], lo: int, end: int) -> Iterator[_S]:
             return
         if x.ts <= end:
             yield x
+
+
+class _DelayAt(NamedTuple):
+    ts: int
+    """received_ts of the comment"""
+    delay_ms: int
 
 
 class _TopicsAt(NamedTuple):
@@ -237,6 +245,14 @@ class SessionTotals:
     viewers: set[str] = field(default_factory=set)
 
 
+class PlatformDelay(NamedTuple):
+    """How late one platform's comments reach livebot: received_ts − the platform's own ts, in ms."""
+
+    median_ms: int
+    p90_ms: int
+    comments: int
+
+
 class RoomState:
     """Sliding-window view of one room; `apply()` events in, `window()`/`snapshot()` out."""
 
@@ -266,6 +282,8 @@ class RoomState:
         self.now_ms: int = 0
         self.platforms: dict[str, int] = {}
         """Platform → when its latest event arrived (a merged room shows per-platform talking points)."""
+        self._delays: dict[str, deque[_DelayAt]] = {}
+        """Platform → (received_ts, delay ms) of its newest comments that carried the platform's own time."""
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -303,6 +321,12 @@ class RoomState:
         kind = event.kind
         if kind is EventKind.CHAT:
             tot.comments += 1
+            # A source with no time of its own stamps ts = received_ts: no delay reading, not a 0 ms one.
+            if event.ts != t:
+                delays = self._delays.get(event.platform)
+                if delays is None:
+                    delays = self._delays[event.platform] = deque(maxlen=DELAY_SAMPLES)
+                delays.append(_DelayAt(t, max(0, t - event.ts)))  # clamp: a platform clock slightly ahead of ours
             if b is not None:
                 b.comments += 1
             if analysis is None:
@@ -543,6 +567,20 @@ class RoomState:
                 p["confused"] += b.confused
         return points
 
+    def platform_delays(self, seconds: int = 60, now_ms: int | None = None) -> dict[str, PlatformDelay]:
+        """Per platform, the delivery delay of its comments received in the last `seconds`: how long after a
+        viewer sent a comment (the platform's timestamp) livebot had it. A multi-platform room whose platforms
+        differ by seconds answers one platform's viewers late; over ~5 s it hurts."""
+        end = self.now_ms if now_ms is None else now_ms
+        lo = end - seconds * 1000
+        out: dict[str, PlatformDelay] = {}
+        for platform, samples in sorted(self._delays.items()):
+            values = sorted(s.delay_ms for s in newest_in_window(samples, lo, end))
+            if values:
+                n = len(values)
+                out[platform] = PlatformDelay(values[n // 2], values[min(n - 1, n * 9 // 10)], n)
+        return out
+
     def record_suggestion(self, s: Suggestion) -> None:
         self.suggestions.append(s)
 
@@ -583,4 +621,5 @@ class RoomState:
                 "unique_viewers": len(tot.viewers),
             },
             "sources": {name: st.as_dict(end) for name, st in self.sources.items()},
+            "platform_delay": {p: d._asdict() for p, d in self.platform_delays(60, end).items()},
         }

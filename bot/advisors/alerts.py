@@ -24,13 +24,15 @@ from bot.advisors.common import (
     pick_examples,
     recent_newest_first,
 )
+from bot.events import platform_label
 from bot.sources.base import SourceState
 
 if TYPE_CHECKING:
     from bot.config import AlertRulesConfig
     from bot.state import RecentComment, RoomState
 
-RULES = ("negative_surge", "confusion_surge", "rate_collapse", "distrust", "source_down", "compliance")
+RULES = ("negative_surge", "confusion_surge", "rate_collapse", "distrust", "source_down", "compliance",
+         "platform_lag")
 _MAX_EXAMPLES = 5
 
 
@@ -154,6 +156,39 @@ class AlertAdvisor:
                     data={"source": name, "state": str(st.state), "down_s": round(seconds, 1),
                           "reconnects": st.reconnects},
                 ))
+        out.extend(self._platform_lag(state, now))
+        return out
+
+    def _platform_lag(self, state: RoomState, now: int) -> list[Firing]:
+        cfg = self.cfg
+        delays = {p: d for p, d in state.platform_delays(60, now).items()
+                  if d.comments >= cfg.platform_lag_min_comments}
+        if not delays:
+            return []
+        fastest = min(delays, key=lambda p: (delays[p].median_ms, p))
+        limit = cfg.platform_lag_s * 1000
+        out: list[Firing] = []
+        for platform, d in sorted(delays.items()):
+            if d.median_ms < limit:
+                continue
+            name = platform_label(platform)
+            gap = d.median_ms - delays[fastest].median_ms
+            versus = (f", 比{platform_label(fastest)}慢 {gap / 1000:.1f} 秒"
+                      if platform != fastest and gap >= 1000 else "")
+            out.append(Firing(
+                rule="platform_lag", key=f"platform_lag:{platform}",
+                severity=Severity.CRITICAL if d.median_ms >= 2 * limit else Severity.WARNING,
+                value=d.median_ms / 1000,
+                text=(f"{name}弹幕延迟 {d.median_ms / 1000:.1f} 秒{versus}: 场控检查{name}的网络和推流, "
+                      f"主播回答{name}观众时先点名问题, 口令和倒计时多等几秒"),
+                reason=(f"近60秒 {d.comments} 条{name}弹幕从发出到送达的延迟: 中位数 {d.median_ms / 1000:.1f} 秒, "
+                        f"90% 分位 {d.p90_ms / 1000:.1f} 秒 (阈值 {cfg.platform_lag_s:g} 秒)"
+                        + "".join(f"; {platform_label(p)} {o.median_ms / 1000:.1f} 秒"
+                                  for p, o in sorted(delays.items()) if p != platform)),
+                data={"platform": platform, "median_ms": d.median_ms, "p90_ms": d.p90_ms,
+                      "comments": d.comments, "fastest": fastest,
+                      "medians_ms": {p: o.median_ms for p, o in delays.items()}},
+            ))
         return out
 
     # -- dedup and aggregation --------------------------------------------------------------------

@@ -21,6 +21,7 @@ import heapq
 import math
 import re
 import statistics
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from bot.config import Config
 
 MINUTE_MS = 60_000
+PLATFORM_LATE_MS = 5_000
+"""A comment this late is late for the host: answers and prompts reach its platform's viewers that much later
+(the live alert's default `advisors.alerts.platform_lag_s`)."""
 
 SENTIMENT_LABELS: dict[str, str] = {"pos": "正面", "neu": "中性", "neg": "负面"}
 KIND_LABELS: dict[str, str] = {
@@ -259,9 +263,30 @@ class DataQuality:
     unanalyzed_comments: int
     classifiers: Mapping[str, int]
 
+    platform_delays: Mapping[str, PlatformDelaySummary] = field(default_factory=dict)
+    """Per platform, how late its comments reached livebot (only platforms whose events carry their own time)."""
+
     @property
     def skipped_total(self) -> int:
         return sum(self.skipped.values())
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformDelaySummary:
+    """Delivery delay of one platform's comments over a session: received_ts − the platform's ts."""
+
+    comments: int
+    median_ms: int
+    p90_ms: int
+    late_share: float
+    """Share of the comments that arrived `PLATFORM_LATE_MS` or more after they were sent."""
+
+    @classmethod
+    def of(cls, delays: Sequence[int]) -> PlatformDelaySummary:
+        values = sorted(delays)
+        n = len(values)
+        late = n - bisect.bisect_left(values, PLATFORM_LATE_MS)
+        return cls(n, values[n // 2], values[min(n - 1, n * 9 // 10)], late / n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +517,8 @@ class _Pass:
         self.commenters: set[str] = set()
         self.minute_viewers: dict[int, set[str]] = {}
         self.classifiers: Counter[str] = Counter()
+        self.delays: dict[str, array[int]] = {}
+        """Platform → delivery delay (ms) of each comment that carried the platform's own time."""
         self.question_topics: Counter[str] = Counter()
         self.sentiment: Counter[str] = Counter()
         self.events = self.comments = self.analyzed = self.confused = self.intent = self.distrust = 0
@@ -559,6 +586,11 @@ class _Pass:
 
     def _chat(self, ev: Event, an: StoredAnalysis | None, t: int, mi: int, m: _Minute) -> None:
         self.comments += 1
+        if ev.ts != t:  # ts = received_ts: the source had no time of its own (RoomState.platform_delays)
+            d = self.delays.get(ev.platform)
+            if d is None:
+                d = self.delays[ev.platform] = array("q")
+            d.append(t - ev.ts if t > ev.ts else 0)
         m.comments += 1
         if ev.user_id is not None:
             self.commenters.add(ev.user_id)
@@ -1063,6 +1095,7 @@ def build_session_report(
         skipped=dict(rs.get("skipped") or {}), pipeline=dict(info.meta.get("pipeline") or {}),
         stored_events=acc.events, comments=acc.comments, unanalyzed_comments=acc.unanalyzed,
         classifiers=dict(acc.classifiers),
+        platform_delays={p: PlatformDelaySummary.of(d) for p, d in sorted(acc.delays.items()) if d},
     )
     bands: tuple[Band, ...] = ()
     if plan and plan[0].source == "runsheet":

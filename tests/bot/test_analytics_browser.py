@@ -165,3 +165,36 @@ async def test_host_and_control_views_show_the_analytics(browser: Any) -> None:
         assert not errors, errors
     finally:
         await srv.stop()
+
+
+async def test_screens_show_each_platforms_comment_delay(browser: Any) -> None:
+    """A show streamed to Douyin and Taobao: Taobao's comments arrive 7 s after they were sent, Douyin's
+    1.5 s. Both views show each platform's delay beside the sources, over 5 s in red."""
+    room = RoomState("multi")
+    for i in range(6):
+        for platform, delay in (("douyin", 1500), ("taobao", 7000)):
+            t = T + i * 1000
+            room.apply(Event(platform=platform, room="multi", kind=EventKind.CHAT, ts=t - delay, received_ts=t,
+                             text="来了"), A("来了"))
+
+    async def handler(room: str, action: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": False, "error": "read_only"}
+
+    srv = ScreenServer(host="127.0.0.1", port=0, snapshot_provider=lambda: {"multi": room.snapshot()},
+                       action_handler=handler)
+    await srv.start()
+    try:
+        for url in (srv.url, srv.control_url):
+            page = await browser.new_page()
+            errors = _errors(page)
+            await page.goto(url)
+            taobao = page.locator('#sources .delay[data-platform="taobao"]')
+            await taobao.wait_for(timeout=10_000)
+            assert await taobao.text_content() == "淘宝 延迟 7.0 秒"
+            assert "bad" in (await taobao.get_attribute("class") or "")
+            douyin = page.locator('#sources .delay[data-platform="douyin"]')
+            assert await douyin.text_content() == "抖音 延迟 1.5 秒"
+            assert "ok" in (await douyin.get_attribute("class") or "").split()
+            assert not errors, errors
+    finally:
+        await srv.stop()

@@ -57,6 +57,7 @@ RULE_TITLES: dict[str, str] = {
     "answer_card": "答疑卡",
     "escalation": "建议未处理",
     "compliance": "合规风险",
+    "platform_lag": "平台延迟",
     "opening_deadline": "开场超时",
     "session_length": "场次时长",
     "rhythm": "节奏提醒",

@@ -76,9 +76,10 @@ class Room:
         self.analysis_confidence = analysis_confidence
         """When set, every analysis carries this confidence (a classifier that is sure of itself)."""
 
-    def chat(self, text: str, ts: int | None = None) -> None:
+    def chat(self, text: str, ts: int | None = None, *, platform: str = "test", delay_ms: int = 0) -> None:
+        """`delay_ms`: the comment was sent (platform time) that long before it arrived."""
         t = self.now if ts is None else ts
-        ev = Event(platform="test", room=ROOM, kind=EventKind.CHAT, ts=t, received_ts=t,
+        ev = Event(platform=platform, room=ROOM, kind=EventKind.CHAT, ts=t - delay_ms, received_ts=t,
                    msg_id=f"m{next(self._ids)}", user_id=f"u{next(self._ids) % 97}", text=text)
         a = analyse(text)
         if self.analysis_confidence is not None:

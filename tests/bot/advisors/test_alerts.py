@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from bot.advisors.base import Severity, Suggestion, SuggestionKind
 from bot.sources.base import SourceState
-from tests.bot.advisors.scenario import CHATTER, SIZE_QUESTIONS, START_MS, Room, cycle, mix
+from tests.bot.advisors.scenario import CHATTER, SIZE_QUESTIONS, START_MS, Room, cycle, mix, settings
 
 ALERT = SuggestionKind.ALERT
 NEGATIVE = ("太难看了", "质量太差了", "好丑啊", "失望", "垃圾", "真难看", "上次买的起球了")
@@ -127,6 +127,51 @@ def test_source_down_after_30_s() -> None:
     other.state = SourceState.FAILED
     new = room.run(1)
     assert [s.data["source"] for s in alerts(room, "source_down", new)] == ["bilibili:1"]
+
+
+def test_platform_lag_names_the_slow_platform_and_the_gap() -> None:
+    """Douyin comments arrive 1.2 s after they were sent, Taobao's 7 s: Taobao's viewers get every answer,
+    prompt and countdown ~6 s late. Comments without a platform time (ts = received) are no reading."""
+    room = Room()
+
+    def both(now: int) -> None:
+        for i in range(2):
+            room.chat("主播好", now + i * 400, platform="douyin", delay_ms=1200 + 100 * i)
+            room.chat("来了", now + i * 400 + 200, platform="taobao", delay_ms=6800 + 400 * i)
+            room.chat("哈哈", now + i * 400 + 300, platform="kuaishou")  # no time of its own
+
+    room.run(60, on_tick=both)
+    (a,) = alerts(room, "platform_lag")
+    assert a.severity is Severity.WARNING and a.data["platform"] == "taobao"
+    assert a.text.startswith("淘宝弹幕延迟 7.2 秒, 比抖音慢 5.9 秒: ")
+    # It fires once 5 timestamped Taobao comments agree (3 s in), naming the other platforms measured.
+    assert a.reason.startswith("近60秒 6 条淘宝弹幕从发出到送达的延迟: 中位数 7.2 秒, 90% 分位 7.2 秒 (阈值 5 秒)")
+    assert a.reason.endswith("; 抖音 1.3 秒") and "快手" not in a.reason
+    delays = room.state.platform_delays(60)
+    assert set(delays) == {"douyin", "taobao"}
+    assert (delays["douyin"].median_ms, delays["taobao"].p90_ms, delays["taobao"].comments) == (1300, 7200, 120)
+    assert room.state.snapshot()["platform_delay"]["taobao"] == {"median_ms": 7200, "p90_ms": 7200,
+                                                                 "comments": 120}
+
+    # Taobao's push recovers: a minute later the rule is quiet (nothing new once the cooldown ends).
+    def recovered(now: int) -> None:
+        room.chat("来了", now, platform="taobao", delay_ms=1500)
+        room.chat("主播好", now + 500, platform="douyin", delay_ms=1200)
+
+    room.run(70, on_tick=recovered)
+    assert room.state.platform_delays(60)["taobao"].median_ms == 1500
+    new = room.run(300, on_tick=recovered)
+    assert [s for s in alerts(room, "platform_lag", new) if s.data["active"]] == []
+
+
+def test_platform_lag_in_a_single_platform_room_and_its_threshold() -> None:
+    room = Room(cfg=settings(alerts={"platform_lag_s": 3.0, "platform_lag_min_comments": 10}))
+    room.run(60, on_tick=lambda now: room.chat("多少钱", now, platform="bilibili", delay_ms=3500)
+             if (now // 1000) % 10 == 0 else None)
+    assert alerts(room, "platform_lag") == []  # 6 readings in the minute: fewer than 10
+    room.run(30, on_tick=lambda now: room.chat("多少钱", now, platform="bilibili", delay_ms=3500))
+    (a,) = alerts(room, "platform_lag")
+    assert a.text.startswith("B站弹幕延迟 3.5 秒: ") and "比" not in a.text.split(":")[0]
 
 
 def test_snoozed_alert_rule_stays_quiet() -> None:

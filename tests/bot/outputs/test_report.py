@@ -600,3 +600,33 @@ def test_comparison_and_csv_carry_the_outcome_analytics(tmp_path: Path, two_week
             present, acting = int(m["在场观众"]), int(m["互动人数"])
             assert acting <= present and (m["互动率"] == "" if not present else
                                           float(m["互动率"]) == round(acting / present, 4))
+
+
+def test_report_shows_each_platforms_comment_delay(tmp_path: Path) -> None:
+    """A show on Douyin (comments 1–2 s late) and Taobao (6–8 s late, every 4th on time-ish): the data-quality
+    section gives each platform's median, p90 and share over 5 s; a source without its own time (ts equal
+    to received_ts, here kuaishou) has no reading rather than a 0 s one."""
+    store = Store.open(tmp_path / "d.db")
+    sid = store.start_session("multi", T0)
+    events = []
+    for i in range(40):
+        t = T0 + i * 1000
+        events += [
+            Event(platform="douyin", room="multi", kind=EventKind.CHAT, ts=t - 1000 - 25 * i, received_ts=t,
+                  text="来了"),
+            Event(platform="taobao", room="multi", kind=EventKind.CHAT, ts=t - (2000 if i % 4 == 0 else 7000),
+                  received_ts=t, text="在吗"),
+            Event(platform="kuaishou", room="multi", kind=EventKind.CHAT, ts=t + 2, received_ts=t + 2, text="哈哈"),
+        ]
+    store.write_batch(sid, events, [None] * len(events))
+    store.end_session(sid, T0 + 40_000)
+    report = build_session_report(store, sid)
+    store.close()
+    delays = report.data_quality.platform_delays
+    assert set(delays) == {"douyin", "taobao"}
+    dy, tb = delays["douyin"], delays["taobao"]
+    assert (dy.comments, dy.median_ms, dy.p90_ms, dy.late_share) == (40, 1500, 1900, 0.0)
+    assert (tb.comments, tb.median_ms, tb.p90_ms, tb.late_share) == (40, 7000, 7000, 0.75)
+    page = render_report(report)
+    assert "抖音 中位 1.5 秒 · 90% 分位 1.9 秒 · 超 5 秒 0.0% (40 条)" in page
+    assert '淘宝 中位 7.0 秒 · 90% 分位 7.0 秒 · <span class="bad">超 5 秒 75.0%</span> (40 条)' in page

@@ -7,6 +7,10 @@ const LB = (() => {
     price: "价格", size_fit: "尺码", shipping: "发货", quality: "质量", link_howto: "链接",
     after_sales: "售后", coupon: "优惠券", stock: "库存", usage: "用法", host: "主播", other: "其他",
   };
+  const PLATFORM_ZH = {
+    douyin: "抖音", taobao: "淘宝", kuaishou: "快手", bilibili: "B站", channels: "视频号", xiaohongshu: "小红书",
+    jd: "京东", pinduoduo: "拼多多", tiktok: "TikTok", custom: "其他平台",
+  };
   const KIND_ZH = { script_switch: "切换话术", coupon: "发券", prompt: "互动口令", alert: "预警", answer_card: "答疑卡" };
   const SOURCE_ZH = {
     idle: "未启动", connecting: "连接中", connected: "正常", reconnecting: "重连中",
@@ -62,6 +66,7 @@ const LB = (() => {
     return [d.getHours(), d.getMinutes(), d.getSeconds()].map((v) => String(v).padStart(2, "0")).join(":");
   }
   function topicZh(topic) { return TOPIC_ZH[topic] || topic || "其他"; }
+  function platformZh(p) { return PLATFORM_ZH[p] || p; }
 
   // ---- state shared by both views ----
   const state = {
@@ -280,12 +285,23 @@ const LB = (() => {
       const text = `${src.platform || name} ${late ? `${Math.round(age)} 秒无消息` : label}`;
       chips.push(el("span", { class: `chip ${late ? "warn" : tone}`, text, title: src.last_error || "" }));
     }
+    // How late each platform's comments arrive (median of the last minute, from the platform's own time):
+    // over 5 s its viewers get answers, prompts and countdowns noticeably late.
+    for (const [platform, d] of Object.entries(room.platform_delay || {})) {
+      if (!d || d.comments < 3) continue;
+      const s = d.median_ms / 1000;
+      const tone = s >= 5 ? "bad" : s >= 3 ? "warn" : "ok";
+      chips.push(el("span", { class: `chip ${tone} delay`, "data-platform": platform,
+                              text: `${platformZh(platform)} 延迟 ${s.toFixed(1)} 秒`,
+                              title: `近 60 秒 ${d.comments} 条弹幕 · 90% 分位 ${(d.p90_ms / 1000).toFixed(1)} 秒` }));
+    }
     if (room.degraded) chips.push(el("span", { class: "chip degraded", text: "分析降级" }));
     container.replaceChildren(...chips);
   }
 
   return {
-    TOPIC_ZH, KIND_ZH, SOURCE_ZH, state, $, el, setText, pct, num, clock, hhmmss, topicZh, serverNow,
+    TOPIC_ZH, PLATFORM_ZH, KIND_ZH, SOURCE_ZH, state, $, el, setText, pct, num, clock, hhmmss, topicZh, platformZh,
+    serverNow,
     setRoom, roomSnapshot, couponLeft, activeSuggestions, rememberSuggestion, connect, renderRoomPicker, renderSources,
   };
 })();

@@ -6,17 +6,12 @@
 "use strict";
 
 const LBRunsheet = (() => {
-  const { el, clock, topicZh, state } = LB;
-  const PLATFORM_ZH = {
-    douyin: "抖音", taobao: "淘宝", kuaishou: "快手", bilibili: "B站", channels: "视频号", xiaohongshu: "小红书",
-    jd: "京东", pinduoduo: "拼多多", tiktok: "TikTok", custom: "其他平台",
-  };
+  const { el, clock, topicZh, state, platformZh } = LB;
 
   function advisorOf(room) {
     return room && room.advisor && typeof room.advisor === "object" ? room.advisor : null;
   }
 
-  function platformZh(p) { return PLATFORM_ZH[p] || p; }
 
   // Replace a node's children only when what it shows changed (no flicker at 2 Hz).
   function show(node, key, build) {
