@@ -245,6 +245,12 @@ class SessionTotals:
     viewers: set[str] = field(default_factory=set)
 
 
+def median_p90(values: list[int]) -> tuple[int, int]:
+    """Median and 90th percentile (nearest rank) of an ascending, non-empty list."""
+    n = len(values)
+    return values[n // 2], values[min(n - 1, n * 9 // 10)]
+
+
 class PlatformDelay(NamedTuple):
     """How late one platform's comments reach livebot: received_ts − the platform's own ts, in ms."""
 
@@ -577,8 +583,7 @@ class RoomState:
         for platform, samples in sorted(self._delays.items()):
             values = sorted(s.delay_ms for s in newest_in_window(samples, lo, end))
             if values:
-                n = len(values)
-                out[platform] = PlatformDelay(values[n // 2], values[min(n - 1, n * 9 // 10)], n)
+                out[platform] = PlatformDelay(*median_p90(values), len(values))
         return out
 
     def record_suggestion(self, s: Suggestion) -> None:

@@ -32,6 +32,7 @@ import yaml
 
 from bot.events import Event, EventKind
 from bot.outputs.store import CST, Store, StoredAnalysis
+from bot.state import median_p90
 from nlp.topics import TOPIC_LABELS
 
 if TYPE_CHECKING:
@@ -286,7 +287,7 @@ class PlatformDelaySummary:
         values = sorted(delays)
         n = len(values)
         late = n - bisect.bisect_left(values, PLATFORM_LATE_MS)
-        return cls(n, values[n // 2], values[min(n - 1, n * 9 // 10)], late / n)
+        return cls(n, *median_p90(values), late / n)
 
 
 @dataclass(frozen=True, slots=True)
