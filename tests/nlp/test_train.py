@@ -20,6 +20,7 @@ from nlp.train import (  # noqa: E402
     Example,
     TrainSettings,
     _batches,
+    _init_embeddings_from_lac,
     build_vocab,
     fit_temperature,
     load_data,
@@ -389,3 +390,24 @@ def test_validation_figures_are_what_the_classifier_gives(tmp_path: Path) -> Non
         net.config.rules_blend, [len(t) for t in texts], net.config.rules_blend_length,
     )
     assert torch.allclose(probs, expected, atol=1e-5) and torch.allclose(confusion, expected_conf, atol=1e-5)
+
+
+def test_character_embeddings_can_start_from_jiebas_lac_vectors() -> None:
+    from nlp.classifiers.transformer import LiveCommentConfig, LiveCommentForSequenceClassification
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "好", "差", "贵", "\ue000"]  # the last: no LAC vector
+    cfg = dict(vocab_size=len(vocab), num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=16, type_vocab_size=1, pad_token_id=0, ngram_buckets=64)
+    torch.manual_seed(0)
+    model = LiveCommentForSequenceClassification(LiveCommentConfig(hidden_size=128, **cfg))
+    before = model.bert.embeddings.word_embeddings.weight.detach().clone()
+    assert _init_embeddings_from_lac(model, vocab) == 3
+    after = model.bert.embeddings.word_embeddings.weight.detach()
+    assert torch.equal(after[8], before[8]) and torch.equal(after[0], before[0])
+    # Scaled to the initializer's spread, and 好 sits nearer 差 (another adjective) than a special token.
+    assert 0.01 < float(after[5:8].std()) < 0.05
+    cos = torch.nn.functional.cosine_similarity
+    assert float(cos(after[5], after[6], dim=0)) > float(cos(after[5], before[0], dim=0))
+    small = LiveCommentForSequenceClassification(LiveCommentConfig(hidden_size=32, **cfg))
+    with pytest.raises(ValueError, match="needs hidden = 128"):
+        _init_embeddings_from_lac(small, vocab)
