@@ -32,12 +32,12 @@ from bot.config import (
     SimulatorSourceConfig,
 )
 from bot.errors import ConfigError, LivebotError, SourceError
-from bot.events import Event
+from bot.events import Event, platform_label
 from bot.outputs.store import Store
 from bot.pipeline import Pipeline
 from bot.privacy import ViewerHasher, load_or_create_salt
 from bot.sources.base import ReconnectPolicy, Source
-from bot.state import RoomState
+from bot.state import PLATFORM_LATE_MS, RoomState
 
 if TYPE_CHECKING:
     from bot.advisors.base import Suggestion
@@ -641,9 +641,12 @@ def format_status(st: RoomState) -> str:
         top = f" | 热问[{topic}] {qs[0].examples[0]} ×{qs[0].count}"
     online = f" | 在线 {st.online}" if st.online is not None else ""
     degraded = " | ⚠分析降级" if st.degraded else ""
+    late = "".join(f" | ⚠{platform_label(p)}延迟 {d.median_ms / 1000:.1f} 秒"
+                   for p, d in st.platform_delays(60).items()
+                   if d.median_ms >= PLATFORM_LATE_MS and d.comments >= 3)
     return (
         f"[{st.room}] 弹幕 {w.comments_per_min:.0f}/分 | 正 {w.positive_share:.0%} 负 {w.negative_share:.0%}"
-        f" | 疑问 {w.confusion_rate:.0%}{online}{degraded}{top}"
+        f" | 疑问 {w.confusion_rate:.0%}{online}{degraded}{late}{top}"
     )
 
 

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from bot.sources.base import SourceStatus
 
 RING_S = 300
+PLATFORM_LATE_MS = 5_000
+"""A comment this late is late for the host: answers and prompts reach its platform's viewers that much later
+(the screens' red delay chip, the report's "超 5 秒" share and the default of the `platform_lag` alert)."""
 DELAY_SAMPLES = 2000
 """Per platform: the newest comments whose delivery delay is kept (60 s at ~33 comments/s)."""
 WINDOWS_S = (10, 60, 300)

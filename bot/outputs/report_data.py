@@ -32,16 +32,13 @@ import yaml
 
 from bot.events import Event, EventKind
 from bot.outputs.store import CST, Store, StoredAnalysis
-from bot.state import median_p90
+from bot.state import PLATFORM_LATE_MS, median_p90
 from nlp.topics import TOPIC_LABELS
 
 if TYPE_CHECKING:
     from bot.config import Config
 
 MINUTE_MS = 60_000
-PLATFORM_LATE_MS = 5_000
-"""A comment this late is late for the host: answers and prompts reach its platform's viewers that much later
-(the live alert's default `advisors.alerts.platform_lag_s`)."""
 
 SENTIMENT_LABELS: dict[str, str] = {"pos": "正面", "neu": "中性", "neg": "负面"}
 KIND_LABELS: dict[str, str] = {
