@@ -117,7 +117,8 @@ class TrainSettings:
     embed_init: str = ""
     """"lac": start the character embeddings from the ones Baidu's LAC tagger ships inside the installed jieba
     package (jieba/lac_small, 128-dim, trained on far more text than ours), scaled to the model's init std;
-    "" = random init. Needs hidden = 128."""
+    "" = random init. Needs hidden = 128. Measured on seed 13 (model card): raw validation 0.816 → 0.818,
+    calibrated 0.826 → 0.832, but with the rules fused 0.860 → 0.843 (all on the 225 live comments); off."""
     epochs: int = 5
     lr: float = 5e-4
     ngram_lr: float = 5e-3
