@@ -274,7 +274,9 @@ const LB = (() => {
     if (state.room && select.value !== state.room) select.value = state.room;
   }
 
-  function renderSources(container, room) {
+  // onlyLate: the host view shows a platform's delay only once it is 3 s or more (a problem to know about);
+  // field control sees every platform's figure.
+  function renderSources(container, room, { onlyLate = false } = {}) {
     if (!container) return;
     const chips = [];
     for (const [name, src] of Object.entries(room.sources || {})) {
@@ -290,6 +292,7 @@ const LB = (() => {
     for (const [platform, d] of Object.entries(room.platform_delay || {})) {
       if (!d || d.comments < 3) continue;
       const s = d.median_ms / 1000;
+      if (onlyLate && s < 3) continue;
       const tone = s >= 5 ? "bad" : s >= 3 ? "warn" : "ok";
       chips.push(el("span", { class: `chip ${tone} delay`, "data-platform": platform,
                               text: `${platformZh(platform)} 延迟 ${s.toFixed(1)} 秒`,

@@ -22,7 +22,7 @@
     const adv = advisorOf(room);
     const seg = (adv && adv.segment) || room.segment;
     setText("segment", seg ? String(typeof seg === "object" ? seg.name || seg.id : seg) : "—");
-    LB.renderSources($("sources"), room);
+    LB.renderSources($("sources"), room, { onlyLate: true });
   }
 
   // ---- gauges ----
