@@ -468,7 +468,7 @@ def format_replay_summary(result: Any, store_path: Path | None) -> str:
         + (f" ({', '.join(f'{SKIP_LABELS.get(k, k)} {v}' for k, v in stats.skipped.items())})"
            if stats.skipped else ""),
     ]
-    # Where to look: the first skipped lines by number (the log has up to 20, the report the rest).
+    # Where to look: the first skipped lines by number (the warning log names up to 20).
     lines.extend(
         f"    第 {ex.line} 行 {SKIP_LABELS.get(ex.reason, ex.reason)}: {ex.detail[:80]}"
         for ex in stats.examples[:3]
