@@ -97,3 +97,13 @@ def test_generic_patterns_yield_to_a_more_specific_topic():
     assert tagger.tag("什么时候发货 有券吗") == ("shipping", "coupon")
     with pytest.raises(ValueError, match="shipping.generic_patterns"):
         TopicTagger.from_mapping({"shipping": {"generic_patterns": ["(unclosed"]}})
+
+
+@pytest.mark.parametrize("text", ["s有吗", "拍s还是m", "我穿m合适吗", "s够大吗", "选m吧", "l还有吗", "xs偏小吗"])
+def test_a_bare_size_letter_is_a_size_question(text):
+    assert "size_fit" in tag_topics(text)
+
+
+@pytest.mark.parametrize("text", ["sb主播", "我要sleep", "mvp", "l了"])
+def test_letters_inside_words_or_without_a_size_cue_are_not_sizes(text):
+    assert "size_fit" not in tag_topics(text)
