@@ -107,3 +107,16 @@ def test_a_bare_size_letter_is_a_size_question(text):
 @pytest.mark.parametrize("text", ["sb主播", "我要sleep", "mvp", "l了"])
 def test_letters_inside_words_or_without_a_size_cue_are_not_sizes(text):
     assert "size_fit" not in tag_topics(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["美女哪里的", "主播云南哪里的?", "小姐姐多高", "姐姐叫什么名字", "主播多大了", "你多大"]
+)
+def test_personal_questions_to_the_host_however_addressed(text):
+    assert "host" in tag_topics(text)
+
+
+@pytest.mark.parametrize(("text", "topic"), [("你这个多大", "other"), ("你多大码", "size_fit")])
+def test_an_item_or_a_size_is_not_the_host(text, topic):
+    assert "host" not in tag_topics(text)
+    assert topic in tag_topics(text)
