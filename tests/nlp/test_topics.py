@@ -120,3 +120,12 @@ def test_personal_questions_to_the_host_however_addressed(text):
 def test_an_item_or_a_size_is_not_the_host(text, topic):
     assert "host" not in tag_topics(text)
     assert topic in tag_topics(text)
+
+
+@pytest.mark.parametrize(("text", "is_link"), [
+    ("怎么拍", True), ("咋拍呀", True), ("在哪拍", True), ("这个怎么拍不了", True),
+    ("你怎么拍的视频", False), ("怎么拍照这么好看", False), ("怎么拍得这么好看", False),
+])
+def test_how_to_order_is_not_how_to_film(text, is_link):
+    # 拍 is "place an order" in a live room, and also "film / take a photo".
+    assert ("link_howto" in tag_topics(text)) is is_link
