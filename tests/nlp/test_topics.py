@@ -129,3 +129,11 @@ def test_an_item_or_a_size_is_not_the_host(text, topic):
 def test_how_to_order_is_not_how_to_film(text, is_link):
     # 拍 is "place an order" in a live room, and also "film / take a photo".
     assert ("link_howto" in tag_topics(text)) is is_link
+
+
+@pytest.mark.parametrize(("text", "topic"), [
+    ("你是学生吗", "host"), ("你是主播吗", "host"), ("学生能用吗", "usage"), ("适合学生吗", "usage"),
+])
+def test_a_question_about_the_host_is_not_a_usage_question(text, topic):
+    tags = tag_topics(text)
+    assert topic in tags and ({"host", "usage"} - {topic}).isdisjoint(tags)
