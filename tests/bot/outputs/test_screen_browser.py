@@ -139,8 +139,9 @@ async def _fits_landscape_screens(page: Any) -> None:
     for w, h in ((1920, 1080), (1366, 768), (1280, 720)):
         await page.set_viewport_size({"width": w, "height": h})
         await page.wait_for_function(
-            "([h]) => Math.round(document.querySelector('#timeline').getBoundingClientRect().height) === "
-            "Number(document.querySelector('#timeline svg').getAttribute('height')) && innerHeight === h",
+            # The chart was redrawn for the new box (clientHeight rounds the layout height: allow 1 px).
+            "([h]) => Math.abs(document.querySelector('#timeline').getBoundingClientRect().height - "
+            "Number(document.querySelector('#timeline svg').getAttribute('height'))) <= 1 && innerHeight === h",
             arg=[h], timeout=5_000,
         )
         m = await page.evaluate(_FITS)
