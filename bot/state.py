@@ -248,6 +248,16 @@ class SessionTotals:
     viewers: set[str] = field(default_factory=set)
 
 
+def delivery_delay_ms(event: Event) -> int | None:
+    """How long after the viewer sent it livebot received this event (received_ts − the platform's ts), or None
+    when the source has no time of its own and stamped ts = received_ts: no reading, not a 0 ms one. A platform
+    clock slightly ahead of ours reads 0."""
+    t = event.received_ts
+    if event.ts == t:
+        return None
+    return t - event.ts if t > event.ts else 0
+
+
 def median_p90(values: list[int]) -> tuple[int, int]:
     """Median and 90th percentile (nearest rank) of an ascending, non-empty list."""
     n = len(values)
@@ -330,12 +340,12 @@ class RoomState:
         kind = event.kind
         if kind is EventKind.CHAT:
             tot.comments += 1
-            # A source with no time of its own stamps ts = received_ts: no delay reading, not a 0 ms one.
-            if event.ts != t:
+            delay = delivery_delay_ms(event)
+            if delay is not None:
                 delays = self._delays.get(event.platform)
                 if delays is None:
                     delays = self._delays[event.platform] = deque(maxlen=DELAY_SAMPLES)
-                delays.append(_DelayAt(t, max(0, t - event.ts)))  # clamp: a platform clock slightly ahead of ours
+                delays.append(_DelayAt(t, delay))
             if b is not None:
                 b.comments += 1
             if analysis is None:

@@ -86,6 +86,10 @@ class Example:
     source: str
 
 
+LAC_DIM = 128
+"""Width of the LAC character vectors inside jieba (`embed_init = "lac"` needs hidden = 128)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TrainSettings:
     """Everything that shapes a training run (recorded in training.json next to the weights)."""
@@ -178,6 +182,10 @@ class TrainSettings:
             raise ValueError(f"sentiment_head: one of {', '.join(SENTIMENT_HEADS)}, got {self.sentiment_head!r}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: between 0 and 1 (exclusive) or null, got {self.ema_decay!r}")
+        if self.embed_init not in ("", "lac"):
+            raise ValueError(f"embed_init: \"lac\" or \"\", got {self.embed_init!r}")
+        if self.embed_init == "lac" and self.hidden != LAC_DIM:
+            raise ValueError(f"embed_init=\"lac\" needs hidden = {LAC_DIM} (LAC's vectors), got {self.hidden}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -792,7 +800,8 @@ def _swapped_in(live: list[torch.Tensor], other: list[torch.Tensor]) -> Iterator
             torch._foreach_copy_(live, saved)
 
 
-LAC_DIM = 128
+_LAC_HEADER = 29
+"""Bytes before the float32 rows of a Paddle LoDTensor file (versions, LoD level, tensor description)."""
 
 
 def _init_embeddings_from_lac(model: LiveCommentForSequenceClassification, vocab: Sequence[str]) -> int:
@@ -808,11 +817,12 @@ def _init_embeddings_from_lac(model: LiveCommentForSequenceClassification, vocab
             ids.setdefault(word, int(idx))
     raw = (lac / "model_baseline" / "word_emb").read_bytes()
     weights = model.bert.embeddings.word_embeddings.weight
-    dim = LAC_DIM
-    if weights.shape[1] != dim:
-        raise ValueError(f"embed_init=\"lac\" needs hidden = {dim} (LAC's vectors), got {weights.shape[1]}")
-    rows = (len(raw) - 29) // (4 * dim)
-    table = torch.frombuffer(bytearray(raw[29:29 + rows * dim * 4]), dtype=torch.float32).view(rows, dim)
+    dim = weights.shape[1]
+    if dim != LAC_DIM:
+        raise ValueError(f"embed_init=\"lac\" needs hidden = {LAC_DIM} (LAC's vectors), got {dim}")
+    rows = (len(raw) - _LAC_HEADER) // (4 * dim)
+    body = bytearray(raw[_LAC_HEADER:_LAC_HEADER + rows * dim * 4])
+    table = torch.frombuffer(body, dtype=torch.float32).view(rows, dim)
     scale = model.config.initializer_range / float(table.std())
     found = 0
     with torch.no_grad():
@@ -984,8 +994,6 @@ def train(
     if settings.embed_init == "lac":
         found = _init_embeddings_from_lac(model, vocab)
         log.info("embeddings: %d of %d characters from jieba's LAC", found, len(vocab))
-    elif settings.embed_init:
-        raise ValueError(f"embed_init: unknown {settings.embed_init!r} (use \"lac\" or \"\")")
 
     train_ids = [encode(e.text) for e in train_set]
     val_ids = [encode(e.text) for e in val_set]

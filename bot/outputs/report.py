@@ -43,6 +43,7 @@ from bot.outputs.report_data import (
 )
 from bot.outputs.store import Store
 from bot.sources.replay import SKIP_LABELS
+from bot.state import PLATFORM_LATE_MS
 
 if TYPE_CHECKING:
     from bot.analytics_trend import AnalyticsSettings
@@ -650,13 +651,14 @@ def _quality_section(r: SessionReport) -> str:
     rows.append(("本报告读取", f"事件 {_n(q.stored_events)} · 弹幕 {_n(q.comments)} · 已分析 {_n(analysed)}"
                               f" ({share}) · 未分析 {_n(q.unanalyzed_comments)}"))
     if q.platform_delays:
+        late_s = PLATFORM_LATE_MS // 1000
         rows.append(("弹幕延迟", "；".join(
             f"{_e(platform_label(p))} 中位 {d.median_ms / 1000:.1f} 秒 · 90% 分位 {d.p90_ms / 1000:.1f} 秒 · "
-            + (f'<span class="bad">超 5 秒 {_pct(d.late_share)}</span>' if d.late_share >= 0.1
-               else f"超 5 秒 {_pct(d.late_share)}")
+            + (f'<span class="bad">超 {late_s} 秒 {_pct(d.late_share)}</span>' if d.late_share >= 0.1
+               else f"超 {late_s} 秒 {_pct(d.late_share)}")
             + f" ({_n(d.comments)} 条)"
             for p, d in q.platform_delays.items()
-        ) + '<div class="muted">从观众发出 (平台时间) 到 livebot 收到; 超过 5 秒, '
+        ) + f'<div class="muted">从观众发出 (平台时间) 到 livebot 收到; 超过 {late_s} 秒, '
             "该平台观众听到回答和口令都会晚。</div>"))
     if q.classifiers:
         rows.append(("分类器", "、".join(f"{_e(k)} {_n(v)}" for k, v in q.classifiers.items())))

@@ -32,7 +32,7 @@ import yaml
 
 from bot.events import Event, EventKind
 from bot.outputs.store import CST, Store, StoredAnalysis
-from bot.state import PLATFORM_LATE_MS, median_p90
+from bot.state import PLATFORM_LATE_MS, delivery_delay_ms, median_p90
 from nlp.topics import TOPIC_LABELS
 
 if TYPE_CHECKING:
@@ -584,11 +584,12 @@ class _Pass:
 
     def _chat(self, ev: Event, an: StoredAnalysis | None, t: int, mi: int, m: _Minute) -> None:
         self.comments += 1
-        if ev.ts != t:  # ts = received_ts: the source had no time of its own (RoomState.platform_delays)
+        delay = delivery_delay_ms(ev)
+        if delay is not None:
             d = self.delays.get(ev.platform)
             if d is None:
                 d = self.delays[ev.platform] = array("q")
-            d.append(t - ev.ts if t > ev.ts else 0)
+            d.append(delay)
         m.comments += 1
         if ev.user_id is not None:
             self.commenters.add(ev.user_id)

@@ -411,3 +411,8 @@ def test_character_embeddings_can_start_from_jiebas_lac_vectors() -> None:
     small = LiveCommentForSequenceClassification(LiveCommentConfig(hidden_size=32, **cfg))
     with pytest.raises(ValueError, match="needs hidden = 128"):
         _init_embeddings_from_lac(small, vocab)
+    # A bad choice is refused when the settings are made, not after the data has loaded.
+    with pytest.raises(ValueError, match="needs hidden = 128"):
+        settings_from_overrides(['embed_init="lac"', "hidden=64"])
+    with pytest.raises(ValueError, match="embed_init"):
+        settings_from_overrides(['embed_init="glove"'])
