@@ -37,7 +37,7 @@ from bot.outputs.store import Store
 from bot.pipeline import Pipeline
 from bot.privacy import ViewerHasher, load_or_create_salt
 from bot.sources.base import ReconnectPolicy, Source
-from bot.state import PLATFORM_LATE_MS, RoomState
+from bot.state import DelayThresholds, RoomState
 
 if TYPE_CHECKING:
     from bot.advisors.base import Suggestion
@@ -269,6 +269,10 @@ class App:
             session_meta={"classifier": self.cfg.classifier.name},
             fallback=make_fallback_analyzer(self.cfg),  # type: ignore[arg-type]
             degrade_lag_ms=p.degrade_lag_ms, store_backlog=p.store_backlog,
+        )
+        lag = self.cfg.advisors.alerts
+        self.pipeline.delay_thresholds = DelayThresholds(
+            round(lag.platform_lag_s * 1000), lag.platform_lag_min_comments
         )
         self.sources: list[Source] = []
         for room_name, engine in self.engines.items():
@@ -643,7 +647,7 @@ def format_status(st: RoomState) -> str:
     degraded = " | ⚠分析降级" if st.degraded else ""
     late = "".join(f" | ⚠{platform_label(p)}延迟 {d.median_ms / 1000:.1f} 秒"
                    for p, d in st.platform_delays(60).items()
-                   if d.median_ms >= PLATFORM_LATE_MS and d.comments >= 3)
+                   if st.delay_thresholds.level(d) == "late")
     return (
         f"[{st.room}] 弹幕 {w.comments_per_min:.0f}/分 | 正 {w.positive_share:.0%} 负 {w.negative_share:.0%}"
         f" | 疑问 {w.confusion_rate:.0%}{online}{degraded}{late}{top}"

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.clock import Clock, monotonic
 from bot.events import Event, EventKind
-from bot.state import RoomState
+from bot.state import DelayThresholds, RoomState
 
 if TYPE_CHECKING:
     from bot.outputs.store import Store
@@ -226,6 +226,8 @@ class Pipeline:
         self.on_stored: list[StoredHook] = []
         """Called on the event loop with the events of each committed store write (the bus acknowledges
         its messages here, so a message is acknowledged only once it is on disk)."""
+        self.delay_thresholds = DelayThresholds()
+        """Given to every room's RoomState (the app sets it from `[advisors.alerts]`)."""
         self._running = False
         self._stopping = False
 
@@ -234,7 +236,7 @@ class Pipeline:
     def state(self, room: str) -> RoomState:
         st = self.states.get(room)
         if st is None:
-            st = self.states[room] = RoomState(room)
+            st = self.states[room] = RoomState(room, delay_thresholds=self.delay_thresholds)
         return st
 
     async def submit(self, event: Event) -> None:

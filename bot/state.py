@@ -272,14 +272,33 @@ class PlatformDelay(NamedTuple):
     comments: int
 
 
+class DelayThresholds(NamedTuple):
+    """When a platform's comment delay is worth showing, and when it is late: one rule for the screens'
+    chips, the status line and the `platform_lag` alert (the app builds it from `[advisors.alerts]`
+    `platform_lag_s` / `platform_lag_min_comments`, so a room that alerts at 3 s also turns red at 3 s)."""
+
+    late_ms: int = PLATFORM_LATE_MS
+    min_comments: int = 5
+    """Fewer comments in the minute than this: no reading (one stray old message is not a delay)."""
+
+    def level(self, d: PlatformDelay) -> str | None:
+        """None (too few comments), "ok", "slow" (from 60 % of late: the host sees it) or "late"."""
+        if d.comments < self.min_comments:
+            return None
+        if d.median_ms >= self.late_ms:
+            return "late"
+        return "slow" if d.median_ms >= 0.6 * self.late_ms else "ok"
+
+
 class RoomState:
     """Sliding-window view of one room; `apply()` events in, `window()`/`snapshot()` out."""
 
     def __init__(
         self, room: str, *, question_horizon_s: int = 300, max_questions: int = 2000,
-        recent_comments: int = 5000,
+        recent_comments: int = 5000, delay_thresholds: DelayThresholds | None = None,
     ) -> None:
         self.room = room
+        self.delay_thresholds = delay_thresholds or DelayThresholds()
         self._ring = [_Bucket(-1) for _ in range(RING_S)]
         self._questions: deque[Question] = deque(maxlen=max_questions)
         self._question_horizon_ms = question_horizon_s * 1000
@@ -639,5 +658,8 @@ class RoomState:
                 "unique_viewers": len(tot.viewers),
             },
             "sources": {name: st.as_dict(end) for name, st in self.sources.items()},
-            "platform_delay": {p: d._asdict() for p, d in self.platform_delays(60, end).items()},
+            "platform_delay": {
+                p: d._asdict() | {"level": self.delay_thresholds.level(d)}
+                for p, d in self.platform_delays(60, end).items()
+            },
         }

@@ -96,3 +96,28 @@ def test_replay_of_a_watch_only_room_and_the_benchmark_in_our_report(tmp_path: P
         assert "rival" in bench and "demo (我们)" in bench
         need = next(s.html for s in report.extra_sections if s.key == "need")
         assert "整场需求匹配" in need
+
+
+def test_delay_chips_and_status_follow_the_configured_lag_threshold(tmp_path: Path) -> None:
+    """`platform_lag_s = 3`: the alert fires at 3 s, so the screens' chip and the status line say late at
+    3 s too (not at a fixed 5 s), and from 60 % of it (1.8 s) the host sees the chip."""
+    from bot.app import format_status
+
+    cfg = _config(tmp_path) | {"advisors": {"alerts": {"platform_lag_s": 3.0, "platform_lag_min_comments": 2}}}
+    clock = ManualClock(T0 + 61_000)
+    app = App(parse_config(cfg), clock=clock, out=io.StringIO())
+    try:
+        demo = app.states["demo"]
+        for i, (platform, delay) in enumerate([("taobao", 3500), ("taobao", 3500), ("douyin", 2000),
+                                               ("douyin", 2000), ("kuaishou", 500)]):
+            t = T0 + 60_000 + i
+            demo.apply(Event(platform=platform, room="demo", kind=EventKind.CHAT, ts=t - delay, received_ts=t,
+                             text="来了"), A("来了"))
+        delays = app.screen_snapshots()["demo"]["platform_delay"]
+        assert {p: d["level"] for p, d in delays.items()} == {"taobao": "late", "douyin": "slow", "kuaishou": None}
+        line = format_status(demo)
+        assert "⚠淘宝延迟 3.5 秒" in line and "抖音" not in line
+    finally:
+        app.pipeline.close()
+        if app.store is not None:
+            app.store.close()

@@ -156,8 +156,13 @@ def test_status_line_names_the_top_question_in_chinese() -> None:
     line = format_status(st)
     assert line.startswith("[r1] 弹幕 3/分")
     assert "热问[价格]" in line and "×3" in line and "延迟" not in line
-    # A platform whose comments arrive 6 s late is called out (its viewers hear every answer late).
-    for i in range(3):
+    # A platform whose comments arrive 6 s late is called out (its viewers hear every answer late), once
+    # five of its comments in the last minute say so (DelayThresholds' default, as the alert's).
+    for i in range(4):
+        t = T0 + 3000 + i
+        st.apply(Event(platform="taobao", room="r1", kind=EventKind.CHAT, ts=t - 6000, received_ts=t, text="来了"))
+    assert "延迟" not in format_status(st)
+    for i in range(4, 5):
         t = T0 + 3000 + i
         st.apply(Event(platform="taobao", room="r1", kind=EventKind.CHAT, ts=t - 6000, received_ts=t, text="来了"))
     assert "| ⚠淘宝延迟 6.0 秒 |" in format_status(st)

@@ -151,7 +151,7 @@ def test_platform_lag_names_the_slow_platform_and_the_gap() -> None:
     assert set(delays) == {"douyin", "taobao"}
     assert (delays["douyin"].median_ms, delays["taobao"].p90_ms, delays["taobao"].comments) == (1300, 7200, 120)
     assert room.state.snapshot()["platform_delay"]["taobao"] == {"median_ms": 7200, "p90_ms": 7200,
-                                                                 "comments": 120}
+                                                                 "comments": 120, "level": "late"}
 
     # Taobao's push recovers: a minute later the rule is quiet (nothing new once the cooldown ends).
     def recovered(now: int) -> None:

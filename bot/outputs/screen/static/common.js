@@ -20,6 +20,7 @@ const LB = (() => {
     connected: "ok", finished: "ok", connecting: "warn", reconnecting: "warn", idle: "warn",
     stopped: "bad", failed: "bad",
   };
+  const DELAY_TONE = { ok: "ok", slow: "warn", late: "bad" };
   const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };
   const STALE_MS = 3000;
 
@@ -274,8 +275,8 @@ const LB = (() => {
     if (state.room && select.value !== state.room) select.value = state.room;
   }
 
-  // onlyLate: the host view shows a platform's delay only once it is 3 s or more (a problem to know about);
-  // field control sees every platform's figure.
+  // onlyLate: the host view shows a platform's delay only once it is slow (60 % of the alert threshold, 3 s of
+  // the default 5 s: a problem to know about); field control sees every platform's figure.
   function renderSources(container, room, { onlyLate = false } = {}) {
     if (!container) return;
     const chips = [];
@@ -288,12 +289,13 @@ const LB = (() => {
       chips.push(el("span", { class: `chip ${late ? "warn" : tone}`, text, title: src.last_error || "" }));
     }
     // How late each platform's comments arrive (median of the last minute, from the platform's own time):
-    // over 5 s its viewers get answers, prompts and countdowns noticeably late.
+    // over the alert threshold (5 s by default) its viewers get answers, prompts and countdowns noticeably
+    // late. The server grades it (RoomState: DelayThresholds.level), so a chip turns red when the alert fires.
     for (const [platform, d] of Object.entries(room.platform_delay || {})) {
-      if (!d || d.comments < 3) continue;
+      if (!d || !d.level) continue;
+      if (onlyLate && d.level === "ok") continue;
       const s = d.median_ms / 1000;
-      if (onlyLate && s < 3) continue;
-      const tone = s >= 5 ? "bad" : s >= 3 ? "warn" : "ok";
+      const tone = DELAY_TONE[d.level] || "warn";
       chips.push(el("span", { class: `chip ${tone} delay`, "data-platform": platform,
                               text: `${platformZh(platform)} 延迟 ${s.toFixed(1)} 秒`,
                               title: `近 60 秒 ${d.comments} 条弹幕 · 90% 分位 ${(d.p90_ms / 1000).toFixed(1)} 秒` }));
