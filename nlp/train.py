@@ -79,9 +79,9 @@ NO_LABEL = -1
 LIVE_SOURCES = ("livechat", "livechat_replay", "authored")
 """Sources with 3-way sentiment and confusion labels; every other source is a binary review corpus."""
 REAL_LIVE_SOURCES = ("livechat", "livechat_replay")
+"""Real comments: their pooled macro-F1 is the validation score's 3-way part (the authored set is templated)."""
 RULES_DEVELOPED_ON = ("livechat", "authored")
 """The rules lexicons were developed on these sources: their validation comments would flatter the rules."""
-"""Real comments: their pooled macro-F1 is the validation score's 3-way part (the authored set is templated)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,19 +183,21 @@ class TrainSettings:
     linear_mixes: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
     rules_weights: tuple[float, float] | None = (1.0, 1.0)
     """Late fusion with the rules classifier at inference: weights of its sentiment log-probabilities and
-    confusion log-odds (1, 1 = a plain product of experts); None = the model alone."""
+    confusion log-odds (1, 1 = a plain product of experts; with replay labels they are fitted, see
+    `rules_weight_grid`); None = the model alone."""
     long_text_stride: int = 64
     """At inference a text over max_chars is also read in windows this far apart, logits averaged (model
     config `long_text_stride`; 0 = head + tail clip only). Training and the choice of epoch read the clip;
     calibration and the rules' length fit read the views, as the classifier does (`runtime_logits`)."""
     rules_length_grid: tuple[float, ...] = (4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80, 120)
+    """Candidates for `rules_blend_length` (texts longer than L get the rules' sentiment weight × L / length), picked
+    with the weights (`rules_weight_grid`), or without replay labels by mean accuracy on the review corpora's
+    validation split only — the rules lexicons were developed on livechat_train, so its validation comments
+    would flatter them; empty = full weight at every length."""
     rules_weight_grid: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
     """Candidates for each of the two rules weights, fitted with the length on the validation comments the
     lexicons were not developed on (livechat_replay) and the reviews; without such comments (no replay
     labels) the weights stay `rules_weights` and the length is fitted on the reviews alone."""
-    """Candidates for `rules_blend_length` (texts longer than L get the rules' sentiment weight × L / length), picked
-    by mean accuracy on the review corpora's validation split only — the rules lexicons were developed on
-    livechat_train, so live validation comments would flatter them; empty = full weight at every length."""
 
     def __post_init__(self) -> None:
         # Checked when the settings are made (e.g. from --set), not minutes later when the model is built.
@@ -675,9 +677,9 @@ def fit_calibration(logits: torch.Tensor, examples: Sequence[Example]) -> tuple[
 def rules_fusion_metrics(
     logits: torch.Tensor, examples: Sequence[Example], weights: Sequence[float], length_scale: float = 0.0
 ) -> dict[str, float]:
-    """Validation metrics with the rules classifier fused in (for the record only: the rules lexicon was
-    developed on livechat_train, so on a split of it they look better than they are; the weights are
-    therefore fixed, not fitted here)."""
+    """Validation metrics with the rules classifier fused in, on every source (for the record: the rules
+    lexicons were developed on livechat_train and the authored set, so on their splits the rules look
+    better than they are; `fit_rules_blend` fits the weights without them)."""
     from nlp.classifiers.rules import RulesClassifier
 
     rules = RulesClassifier().predict([e.text for e in examples])
