@@ -270,10 +270,7 @@ class App:
             fallback=make_fallback_analyzer(self.cfg),  # type: ignore[arg-type]
             degrade_lag_ms=p.degrade_lag_ms, store_backlog=p.store_backlog,
         )
-        lag = self.cfg.advisors.alerts
-        self.pipeline.delay_thresholds = DelayThresholds(
-            round(lag.platform_lag_s * 1000), lag.platform_lag_min_comments
-        )
+        self.pipeline.delay_thresholds = DelayThresholds.from_alerts(self.cfg.advisors.alerts)
         self.sources: list[Source] = []
         for room_name, engine in self.engines.items():
             engine.bind(self.pipeline.state(room_name))

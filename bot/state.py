@@ -17,6 +17,7 @@ from bot.events import Event, EventKind
 
 if TYPE_CHECKING:
     from bot.advisors.base import Suggestion
+    from bot.config import AlertRulesConfig
     from bot.sources.base import SourceStatus
 
 RING_S = 300
@@ -280,6 +281,11 @@ class DelayThresholds(NamedTuple):
     late_ms: int = PLATFORM_LATE_MS
     min_comments: int = 5
     """Fewer comments in the minute than this: no reading (one stray old message is not a delay)."""
+
+    @classmethod
+    def from_alerts(cls, alerts: AlertRulesConfig) -> DelayThresholds:
+        """From `[advisors.alerts]` (`platform_lag_s`, `platform_lag_min_comments`)."""
+        return cls(round(alerts.platform_lag_s * 1000), alerts.platform_lag_min_comments)
 
     def level(self, d: PlatformDelay) -> str | None:
         """None (too few comments), "ok", "slow" (from 60 % of late: the host sees it) or "late"."""

@@ -743,9 +743,10 @@ def fit_rules_blend(
     candidates = sorted(
         ((ws, wc) for ws in grid for wc in grid), key=lambda w: abs(w[0] - 1.0) + abs(w[1] - 1.0)
     )
+    lengths_tried = (0.0, *sorted(settings.rules_length_grid, reverse=True))
     best: tuple[float, list[float], float, dict[str, float]] = (-1.0, fixed, 0.0, {})
     for weights in candidates:
-        for length in (0.0, *sorted(settings.rules_length_grid, reverse=True)):
+        for length in lengths_tried:
             probs, conf = blend_with_rules(fair_logits, rules, weights, lengths, float(length))
             metrics = score_predictions(_scores(probs, conf), fair)
             if metrics["score"] > best[0] + 1e-9:

@@ -26,6 +26,7 @@ from bot.advisors.common import (
 )
 from bot.events import platform_label
 from bot.sources.base import SourceState
+from bot.state import DelayThresholds
 
 if TYPE_CHECKING:
     from bot.config import AlertRulesConfig
@@ -161,15 +162,14 @@ class AlertAdvisor:
 
     def _platform_lag(self, state: RoomState, now: int) -> list[Firing]:
         cfg = self.cfg
-        delays = {p: d for p, d in state.platform_delays(60, now).items()
-                  if d.comments >= cfg.platform_lag_min_comments}
+        lag = DelayThresholds.from_alerts(cfg)  # the rule the screens' chips and the status line follow
+        delays = {p: d for p, d in state.platform_delays(60, now).items() if lag.level(d) is not None}
         if not delays:
             return []
         fastest = min(delays, key=lambda p: (delays[p].median_ms, p))
-        limit = cfg.platform_lag_s * 1000
         out: list[Firing] = []
         for platform, d in sorted(delays.items()):
-            if d.median_ms < limit:
+            if lag.level(d) != "late":
                 continue
             name = platform_label(platform)
             gap = d.median_ms - delays[fastest].median_ms
@@ -177,7 +177,7 @@ class AlertAdvisor:
                       if platform != fastest and gap >= 1000 else "")
             out.append(Firing(
                 rule="platform_lag", key=f"platform_lag:{platform}",
-                severity=Severity.CRITICAL if d.median_ms >= 2 * limit else Severity.WARNING,
+                severity=Severity.CRITICAL if d.median_ms >= 2 * lag.late_ms else Severity.WARNING,
                 value=d.median_ms / 1000,
                 text=(f"{name}弹幕延迟 {d.median_ms / 1000:.1f} 秒{versus}: 场控检查{name}的网络和推流, "
                       f"主播回答{name}观众时先点名问题, 口令和倒计时多等几秒"),
