@@ -150,3 +150,35 @@ def test_buying_intent_markers():
     assert not intent("不买了", is_question=False)
     assert not intent("拍了拍主播", is_question=False)
     assert not intent("", is_question=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "sentiment"),
+    [
+        ("这段真的听不下去了", "neg"),  # giving up on the stream
+        ("福袋又没抢到", "neg"),
+        ("主播又不理我", "neg"),
+        ("天天画饼", "neg"),
+        ("笑死我了这个连麦", "pos"),
+        ("祝主播一路长红", "pos"),
+        ("声音好有磁性", "pos"),
+    ],
+)
+def test_live_room_chat_sentiment(rules, text, sentiment):
+    assert _predict(rules, text).sentiment == sentiment, text
+
+
+@pytest.mark.parametrize(
+    ("text", "confused"),
+    [
+        ("明天还播不", True),  # a yes/no question closed by a bare 不
+        ("你会跳舞不?", True),
+        ("宝宝吃饭了没", True),
+        ("这首歌你听过没有", True),
+        ("有男朋友莫得", True),
+        ("我才不", False),
+        ("我还没", False),
+    ],
+)
+def test_yes_no_questions_closed_by_bu_or_mei(rules, text, confused):
+    assert _predict(rules, text).confusion is confused, text
