@@ -175,7 +175,7 @@ def test_live_room_chat_sentiment(rules, text, sentiment):
         ("你会跳舞不?", True),
         ("宝宝吃饭了没", True),
         ("这首歌你听过没有", True),
-        ("有男朋友莫得", True),
+        ("有对象莫得", True),
         ("我才不", False),
         ("我还没", False),
     ],
