@@ -182,3 +182,22 @@ def test_live_room_chat_sentiment(rules, text, sentiment):
 )
 def test_yes_no_questions_closed_by_bu_or_mei(rules, text, confused):
     assert _predict(rules, text).confusion is confused, text
+
+
+@pytest.mark.parametrize(
+    ("text", "confused"),
+    [
+        ("还有货不主播", True),  # a closing 不, then who is asked
+        ("你们那边下雪了嘛", True),  # a closing 嘛 asks ...
+        ("这不就是上次那件嘛", False),  # ... unless it follows 不是 / 不就 / 因为
+        ("妹妹这条围巾链接", True),  # a bare link asked for
+        ("求同款帽子链接", True),
+        ("快上链接", False),  # telling the host to post it
+        ("主播嗓子没事吧", True),  # a worry that wants an answer
+        ("一直没声音", True),  # the whole comment reports it can't hear / see / get in
+        ("点不进去", True),
+        ("好久没看到你穿这件了", False),  # the phrase inside a story
+    ],
+)
+def test_chat_room_questions_without_a_question_word(rules, text, confused):
+    assert _predict(rules, text).confusion is confused, text
