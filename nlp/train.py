@@ -85,7 +85,8 @@ REAL_LIVE_SOURCES = ("livechat", "livechat_replay")
 RULES_DEVELOPED_ON = ("livechat", "authored")
 """The rules lexicons were developed on these sources: their validation comments would flatter the rules.
 livechat_replay is not here: its live-room cues were read off the training part of seed 13's split only, so
-that seed's replay validation comments stay fair (another seed's would not be)."""
+that seed's replay validation comments stay fair (another seed's would not be); of the later chat-room question
+cues one variant was dropped on that validation part's aggregate figures (model card)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ class TrainSettings:
     """Class weights for 3-way sentiment are (count) ** -balance, normalised (0 = none, 1 = inverse)."""
     confusion_weight: float = 1.0
     """Weight of the confusion loss. 2.0 scored 0.800 with the rules fused (0.751 on the comments and reviews
-    the lexicons were not developed on) against the recipe's 0.811 (0.760): not adopted."""
+    the lexicons were not developed on) against 0.811 (0.760) for the recipe it was tried on: not adopted."""
     binary_weight: float = 1.0
     use_snownlp: bool = True
     use_replay_labels: bool = True
