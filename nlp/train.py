@@ -360,16 +360,13 @@ def load_data(
         # Keep the tiny run representative: an equal share of every source.
         share = max(4, subset // len(raw))
         raw = {name: rng.sample(rows, min(share, len(rows))) for name, rows in raw.items()}
-    others = (
-        {_normalise(r[0]) for name, rows in raw.items() if name != "written" for r in rows}
-        if "written" in raw else set()
-    )
-    for name, rows in raw.items():
-        examples = _examples(name, rows)
-        if name == "written":
-            # It only adds comments: one that another source has (labelled there) would otherwise be
-            # trained on when that source holds it out for validation.
-            examples = [e for e in examples if e.text not in others]
+    by_source = {name: _examples(name, rows) for name, rows in raw.items()}
+    if "written" in by_source:
+        # It only adds comments: one that another source has (labelled there) would otherwise be
+        # trained on when that source holds it out for validation.
+        others = {e.text for name, examples in by_source.items() if name != "written" for e in examples}
+        by_source["written"] = [e for e in by_source["written"] if e.text not in others]
+    for name, examples in by_source.items():
         # One generator per source: a source's split does not depend on which other sources exist.
         random.Random(f"{seed}:split:{name}").shuffle(examples)
         fraction = settings.val_fraction.get(name, settings.review_val_fraction)
