@@ -566,3 +566,62 @@ def test_shipped_written_comments_are_not_in_the_eval_files(shared: Path) -> Non
     texts = {_normalise(r[0]) for r in _read_tsv(WRITTEN_FILE)}
     evaluated = {_normalise(r[0]) for path in (shared / "data" / "eval").glob("*.tsv") for r in _read_tsv(path)}
     assert evaluated and not evaluated & texts
+
+
+def test_the_kept_epoch_is_chosen_on_the_fused_score_of_the_fair_examples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nlp.train as train_module
+
+    # A fused score that falls after epoch 1, while the raw score is free to do anything.
+    seen: list[int] = []
+
+    def falling(model, examples, encode, settings):
+        seen.append(len(seen) + 1)
+        return 0.9 - 0.1 * len(seen)
+
+    monkeypatch.setattr(train_module, "fused_fair_score", falling)
+    three = dataclasses.replace(TINY, epochs=3, epoch_criterion="rules_fit")
+    report = train(tmp_path / "fair", seed=7, subset=64, settings=three, threads=1)
+    meta = json.loads((report.out_dir / "training.json").read_text())
+    assert seen == [1, 2, 3]
+    assert meta["best_epoch"] == 1
+    assert [e["rules_fit"] for e in meta["epochs"]] == [0.8, 0.7, 0.6]
+    assert all("raw" in e for e in meta["epochs"])
+
+    # By the raw criterion the fused score is not computed, and the best raw epoch is kept.
+    seen.clear()
+    raw = train(tmp_path / "raw", seed=7, subset=64, settings=dataclasses.replace(three, epoch_criterion="raw"),
+                threads=1)
+    meta = json.loads((raw.out_dir / "training.json").read_text())
+    assert seen == [] and all("rules_fit" not in e for e in meta["epochs"])
+    best_raw = max(meta["epochs"], key=lambda e: e["raw"])["epoch"]
+    assert meta["best_epoch"] == best_raw
+    with pytest.raises(ValueError, match="epoch_criterion"):
+        TrainSettings(epoch_criterion="best")
+
+
+def test_fused_fair_score_is_the_rules_fit_of_the_calibrated_model(tmp_path: Path) -> None:
+    from nlp.classifiers.transformer import LiveCommentForSequenceClassification
+    from nlp.train import CharEncoder, calibrate, fit_rules_blend, fused_fair_score
+
+    report = train(tmp_path / "m", seed=3, subset=64, settings=TINY, threads=1)
+    model = LiveCommentForSequenceClassification.from_pretrained(str(report.out_dir))
+    vocab = (report.out_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    encode = CharEncoder(vocab, TINY.max_chars)
+    examples = [
+        Example("主播好美", 2, False, 0, "livechat_replay"), Example("卡死了", 0, False, 0, "livechat_replay"),
+        Example("几点下播", 1, False, 1, "livechat_replay"), Example("来了", 1, False, 0, "livechat_replay"),
+        Example("很好吃", 2, True, NO_LABEL, "waimai"), Example("太难吃了", 0, True, NO_LABEL, "waimai"),
+    ]
+    model.set_temperature(1.0, 1.0)
+    model.set_logit_bias([0.0] * 4)
+    score = fused_fair_score(model, examples, encode, TINY)
+    # The model's calibration is left as it was.
+    assert model.config.logit_temperature == [1.0, 1.0] and model.config.logit_bias == [0.0] * 4
+    _, logits = calibrate(model, examples, encode)
+    assert score == pytest.approx(fit_rules_blend(logits, examples, TINY)[2]["score"])
+    # Nothing to fit on without replay comments, or without the rules.
+    reviews = [e for e in examples if e.binary]
+    assert fused_fair_score(model, reviews, encode, TINY) is None
+    assert fused_fair_score(model, examples, encode, dataclasses.replace(TINY, rules_weights=None)) is None
