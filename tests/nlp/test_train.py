@@ -40,6 +40,7 @@ TINY = TrainSettings(
     epochs=2,
     tokens_per_batch=512,
     max_batch=16,
+    embed_init="",
 )
 
 
@@ -202,8 +203,11 @@ def test_livebot_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
     from bot.cli import main
 
     tiny = ["layers=1", "hidden=32", "heads=2", "intermediate=64", "max_chars=48", "ngram_buckets=2048",
-            "epochs=1", "tokens_per_batch=512", "max_batch=16"]
+            "epochs=1", "tokens_per_batch=512", "max_batch=16", 'embed_init=""']
     args = ["train", "--subset", "48", "--threads", "1", "--out", str(tmp_path / "m")]
+    # The default starts from LAC's 128-wide vectors: another width says how to train it, in one line.
+    assert main([*args, "--set", "hidden=64"]) == 2
+    assert "embed_init" in capsys.readouterr().err
     assert main([*args, *(x for kv in tiny for x in ("--set", kv))]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["out"] == str(tmp_path / "m") and summary["best_epoch"] == 1

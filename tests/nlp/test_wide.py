@@ -55,7 +55,7 @@ def test_training_is_deterministic_and_learns_a_separable_set() -> None:
 def test_compare_reports_every_row_on_the_models_own_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tiny = TrainSettings(
         layers=1, hidden=32, heads=2, intermediate=64, max_chars=48, ngram_buckets=2048,
-        mlm_epochs=1.0, epochs=1, tokens_per_batch=512, max_batch=16,
+        mlm_epochs=1.0, epochs=1, tokens_per_batch=512, max_batch=16, embed_init="",
     )  # fmt: skip
     out = train(tmp_path / "m", seed=3, subset=64, settings=tiny, threads=1).out_dir
     report = compare(out, None, SMALL, mixes=(1.0,))
