@@ -759,6 +759,12 @@ def fit_rules_length(
     return chosen, report
 
 
+def _fits_rules_weights(examples: Sequence[Example], settings: TrainSettings) -> bool:
+    """Whether `fit_rules_blend` fits the weights on fair examples (replay labels and a weight grid) rather
+    than keeping `settings.rules_weights` and fitting the length on the reviews alone."""
+    return bool(settings.rules_weight_grid) and any(e.source == "livechat_replay" for e in examples)
+
+
 def fit_rules_blend(
     logits: torch.Tensor, examples: Sequence[Example], settings: TrainSettings
 ) -> tuple[list[float], float, dict[str, float]]:
@@ -773,7 +779,7 @@ def fit_rules_blend(
     from nlp.classifiers.rules import RulesClassifier
 
     fixed = list(settings.rules_weights or (1.0, 1.0))
-    if not any(e.source == "livechat_replay" for e in examples) or not settings.rules_weight_grid:
+    if not _fits_rules_weights(examples, settings):
         length, by_length = fit_rules_length(logits, examples, fixed, settings.rules_length_grid)
         return fixed, length, by_length
     idx = [i for i, e in enumerate(examples) if e.source not in RULES_DEVELOPED_ON]
@@ -808,12 +814,7 @@ def fused_fair_score(
     the validation examples the lexicons were not developed on, as a full run's last steps do. None when
     there is nothing to fuse or fit on (no rules, no calibration or no replay labels in the split).
     The model's temperatures and bias are left as they were."""
-    if (
-        not settings.rules_weights
-        or not settings.rules_weight_grid
-        or not settings.calibrate
-        or not any(e.source == "livechat_replay" for e in examples)
-    ):
+    if not settings.rules_weights or not settings.calibrate or not _fits_rules_weights(examples, settings):
         return None
     temperature, bias = list(model.config.logit_temperature), list(model.config.logit_bias)
     try:
