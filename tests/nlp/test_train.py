@@ -78,6 +78,22 @@ def test_moving_average_of_the_weights_is_what_training_keeps(tmp_path: Path) ->
     assert json.loads((a.out_dir / "training.json").read_text())["settings"]["ema_decay"] == 0.9
 
 
+def test_bfloat16_training_is_deterministic_and_ships_float32_weights(tmp_path: Path) -> None:
+    bf16 = dataclasses.replace(TINY, precision="bf16")
+    a = train(tmp_path / "a", seed=7, subset=64, settings=bf16, threads=1)
+    b = train(tmp_path / "b", seed=7, subset=64, settings=bf16, threads=1)
+    full = train(tmp_path / "fp32", seed=7, subset=64, settings=TINY, threads=1)
+    wa, wb, wf = _weights(a.out_dir), _weights(b.out_dir), _weights(full.out_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert all(t.dtype == torch.float32 for t in wa.values())
+    # Same data, order and steps: the bfloat16 passes round differently, so the weights move.
+    assert not torch.equal(wa["head.weight"], wf["head.weight"])
+    assert json.loads((a.out_dir / "training.json").read_text())["settings"]["precision"] == "bf16"
+    assert len(TransformerClassifier(str(a.out_dir), threads=1).predict(["多少钱", "太贵了"])) == 2
+    with pytest.raises(ValueError, match="precision: one of fp32, bf16"):
+        settings_from_overrides(['precision="fp16"'])
+
+
 def test_fit_temperature_recovers_the_over_confidence() -> None:
     # Labels drawn from softmax(z) / sigmoid(c); the "model" reports 3z and 2c, i.e. temperatures 3 and 2.
     gen = torch.Generator().manual_seed(5)
