@@ -200,6 +200,12 @@ class TrainSettings:
     2,817 comments, on the validation comments and reviews the lexicons were not developed on: 0.760 →
     0.770 (live-room macro-F1 0.624 → 0.641), on the whole score 0.811 → 0.811; with all 5,397: 0.771 and
     0.812 (live-room macro-F1 0.655); model card."""
+    rules_prior: tuple[float, float, float] | None = None
+    """Train the model as a product of experts with the rules: (sentiment weight, confusion weight, length
+    limit L) of the rules' log-probabilities and log-odds added to the logits in the fine-tuning loss, the
+    way `blend_with_rules` adds them at inference, so the model learns what the rules get wrong instead of
+    relearning what they get right. None = the model is trained alone and fused afterwards (the fusion is
+    fitted after training either way)."""
     calibrate: bool = True
     """After training, fit temperatures and a neutral / confusion logit bias on the validation split."""
     linear_buckets_log2: int = 0
@@ -1099,6 +1105,24 @@ def _class_weights(train: Sequence[Example], settings: TrainSettings) -> dict[st
     return weights
 
 
+def rules_prior(examples: Sequence[Example], weights: tuple[float, float, float]) -> torch.Tensor:
+    """[N, 4] additive logits of the rules for `rules_prior` training: weighted sentiment log-probabilities
+    (the sentiment weight × L / length for a text longer than L) and the weighted confusion log-odds."""
+    from nlp.classifiers.rules import RulesClassifier
+
+    w_sent, w_conf, length = weights
+    rules = RulesClassifier().predict([e.text for e in examples])
+    probs = torch.tensor([p.sentiment_probs for p in rules]).clamp_min(1e-6)
+    conf = torch.tensor([p.confusion_score for p in rules]).clamp(1e-6, 1 - 1e-6)
+    factor = torch.ones(len(examples))
+    if length > 0:
+        factor = length / torch.tensor([float(len(e.text)) for e in examples]).clamp_min(length)
+    prior = torch.empty(len(examples), 4)
+    prior[:, :3] = w_sent * factor[:, None] * torch.log(probs)
+    prior[:, 3] = w_conf * torch.logit(conf)
+    return prior
+
+
 def _finetune_loss(
     logits: torch.Tensor,
     batch: Sequence[Example],
@@ -1203,6 +1227,7 @@ def train(
     plans = [_batches(lengths, rng, settings.tokens_per_batch, settings.max_batch) for _ in range(settings.epochs)]
     total_steps = sum(len(p) for p in plans)
     class_weights = _class_weights(train_set, settings)
+    prior = rules_prior(train_set, settings.rules_prior) if settings.rules_prior else None
 
     ngram_params = list(model.ngrams.parameters()) if model.ngrams is not None else []
     ngram_ids = {id(p) for p in ngram_params}
@@ -1242,7 +1267,11 @@ def train(
             ids, mask = _pad([train_ids[i] for i in rows])
             with _autocast(settings):
                 logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = _finetune_loss(logits.float(), [train_set[i] for i in rows], class_weights, settings)
+            logits = logits.float()
+            if prior is not None:
+                # Cross-entropy is shift-invariant per row, so raw logits + log-probabilities = the fusion.
+                logits = logits + prior[torch.tensor(rows)]
+            loss = _finetune_loss(logits, [train_set[i] for i in rows], class_weights, settings)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -25,6 +25,7 @@ from nlp.train import (  # noqa: E402
     fit_temperature,
     load_data,
     recalibrate,
+    rules_prior,
     settings_from_overrides,
     train,
 )
@@ -92,6 +93,33 @@ def test_bfloat16_training_is_deterministic_and_ships_float32_weights(tmp_path: 
     assert len(TransformerClassifier(str(a.out_dir), threads=1).predict(["多少钱", "太贵了"])) == 2
     with pytest.raises(ValueError, match="precision: one of fp32, bf16"):
         settings_from_overrides(['precision="fp16"'])
+
+
+def test_rules_prior_is_the_inference_fusion_and_changes_what_is_learnt(tmp_path: Path) -> None:
+    from nlp.classifiers.rules import RulesClassifier
+    from nlp.classifiers.transformer import blend_with_rules
+
+    examples = [
+        Example("太贵了吧", 0, False, 0, "livechat_replay"),
+        Example("多少钱一件", 1, False, 1, "livechat_replay"),
+        Example("很好吃" * 12, 2, True, NO_LABEL, "waimai"),  # 36 characters: the rules weigh 8 / 36
+    ]
+    logits = torch.tensor([[0.3, 0.1, -0.2, 0.5], [0.0, 1.0, 0.0, -1.0], [1.0, 0.0, -1.0, 0.0]])
+    prior = rules_prior(examples, (0.75, 1.5, 8.0))
+    fused = logits + prior
+    rules = RulesClassifier().predict([e.text for e in examples])
+    probs, conf = blend_with_rules(logits, rules, (0.75, 1.5), [len(e.text) for e in examples], 8.0)
+    assert torch.allclose(torch.softmax(fused[:, :3], dim=-1), probs, atol=1e-6)
+    assert torch.allclose(torch.sigmoid(fused[:, 3]), conf, atol=1e-6)
+
+    poe = dataclasses.replace(TINY, rules_prior=(1.0, 1.0, 20.0))
+    a = train(tmp_path / "a", seed=7, subset=64, settings=poe, threads=1)
+    b = train(tmp_path / "b", seed=7, subset=64, settings=poe, threads=1)
+    alone = train(tmp_path / "alone", seed=7, subset=64, settings=TINY, threads=1)
+    wa, wb, wn = _weights(a.out_dir), _weights(b.out_dir), _weights(alone.out_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not torch.equal(wa["head.weight"], wn["head.weight"])
+    assert settings_from_overrides(["rules_prior=[1, 0.5, 20]"]).rules_prior == (1, 0.5, 20)
 
 
 def test_fit_temperature_recovers_the_over_confidence() -> None:
