@@ -83,7 +83,7 @@ def test_bfloat16_training_is_deterministic_and_ships_float32_weights(tmp_path: 
     bf16 = dataclasses.replace(TINY, precision="bf16")
     a = train(tmp_path / "a", seed=7, subset=64, settings=bf16, threads=1)
     b = train(tmp_path / "b", seed=7, subset=64, settings=bf16, threads=1)
-    full = train(tmp_path / "fp32", seed=7, subset=64, settings=TINY, threads=1)
+    full = train(tmp_path / "fp32", seed=7, subset=64, settings=dataclasses.replace(TINY, precision="fp32"), threads=1)
     wa, wb, wf = _weights(a.out_dir), _weights(b.out_dir), _weights(full.out_dir)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert all(t.dtype == torch.float32 for t in wa.values())
