@@ -61,6 +61,7 @@ from nlp.classifiers.transformer import (  # noqa: E402
     clip_text,
     ngram_hashes,
     pad_features,
+    rules_evidence,
     text_views,
     words_of,
 )
@@ -1108,21 +1109,12 @@ def _class_weights(train: Sequence[Example], settings: TrainSettings) -> dict[st
 
 
 def rules_prior(examples: Sequence[Example], weights: tuple[float, float, float]) -> torch.Tensor:
-    """[N, 4] additive logits of the rules for `rules_prior` training: weighted sentiment log-probabilities
-    (the sentiment weight × L / length for a text longer than L) and the weighted confusion log-odds."""
+    """[N, 4] the rules' evidence for `rules_prior` training, (sentiment weight, confusion weight, L) as the
+    fusion adds it at inference (`rules_evidence`)."""
     from nlp.classifiers.rules import RulesClassifier
 
-    w_sent, w_conf, length = weights
     rules = RulesClassifier().predict([e.text for e in examples])
-    probs = torch.tensor([p.sentiment_probs for p in rules]).clamp_min(1e-6)
-    conf = torch.tensor([p.confusion_score for p in rules]).clamp(1e-6, 1 - 1e-6)
-    factor = torch.ones(len(examples))
-    if length > 0:
-        factor = length / torch.tensor([float(len(e.text)) for e in examples]).clamp_min(length)
-    prior = torch.empty(len(examples), 4)
-    prior[:, :3] = w_sent * factor[:, None] * torch.log(probs)
-    prior[:, 3] = w_conf * torch.logit(conf)
-    return prior
+    return rules_evidence(rules, weights[:2], [len(e.text) for e in examples], weights[2])
 
 
 def _finetune_loss(

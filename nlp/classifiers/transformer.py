@@ -353,16 +353,33 @@ def blend_with_rules(
     weight × L / length (see `LiveCommentConfig.rules_blend_length`).
     Returns (sentiment probabilities [N, 3], confusion probabilities [N]).
     """
-    factor = torch.ones(logits.shape[0], dtype=logits.dtype)
+    evidence = rules_evidence(rules, weights, lengths, length_scale, logits.dtype)
+    sentiment = torch.log_softmax(logits[:, :3], dim=-1) + evidence[:, :3]
+    confusion = logits[:, 3] + evidence[:, 3]
+    return torch.softmax(sentiment, dim=-1), torch.sigmoid(confusion)
+
+
+def rules_evidence(
+    rules: Sequence[Prediction],
+    weights: Sequence[float],
+    lengths: Sequence[int] | None = None,
+    length_scale: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """[N, 4] what the fusion adds to the model's outputs: the rules' sentiment log-probabilities × the
+    sentiment weight (× L / length beyond `length_scale` L) and their confusion log-odds × the confusion
+    weight (also what `rules_prior` training adds to the logits)."""
+    factor = torch.ones(len(rules), dtype=dtype)
     if length_scale > 0 and lengths is not None:
-        length = torch.tensor(list(lengths), dtype=logits.dtype)
+        length = torch.tensor(list(lengths), dtype=dtype)
         factor = length_scale / length.clamp_min(length_scale)
     w_sent, w_conf = float(weights[0]) * factor, float(weights[1])
-    rules_probs = torch.tensor([p.sentiment_probs for p in rules], dtype=logits.dtype).clamp_min(1e-6)
-    rules_conf = torch.tensor([p.confusion_score for p in rules], dtype=logits.dtype).clamp(1e-6, 1 - 1e-6)
-    sentiment = torch.log_softmax(logits[:, :3], dim=-1) + w_sent[:, None] * torch.log(rules_probs)
-    confusion = logits[:, 3] + w_conf * torch.logit(rules_conf)
-    return torch.softmax(sentiment, dim=-1), torch.sigmoid(confusion)
+    rules_probs = torch.tensor([p.sentiment_probs for p in rules], dtype=dtype).clamp_min(1e-6)
+    rules_conf = torch.tensor([p.confusion_score for p in rules], dtype=dtype).clamp(1e-6, 1 - 1e-6)
+    evidence = torch.empty(len(rules), 4, dtype=dtype)
+    evidence[:, :3] = w_sent[:, None] * torch.log(rules_probs)
+    evidence[:, 3] = w_conf * torch.logit(rules_conf)
+    return evidence
 
 
 class InferenceGraph(nn.Module):
