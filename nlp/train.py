@@ -115,7 +115,7 @@ class TrainSettings:
 
     layers: int = 3
     """2 layers scored lower than 3. With `precision = "bf16"`, 4 layers train in about the time 3 took in
-    float32 and were level with 3 on the fair part (0.781 vs 0.783; raw 0.804 vs 0.793) at 0.8× the
+    float32 and were level with 3 on the fair part (0.781 vs 0.783; raw 0.804 vs 0.793) at 0.85–0.88× the
     inference speed and 41 of the 45 minutes; model card."""
     hidden: int = 128
     heads: int = 2
@@ -159,10 +159,10 @@ class TrainSettings:
     """Which epoch's weights are kept: "rules_fit" = the best score after calibration and the rules fusion
     fitted on the validation examples the lexicons were not developed on (what recipes are chosen by, and
     closest to what runs; ~10 s per epoch); "raw" = the best validation score of the model alone, as every
-    model before the LAC start was chosen (the shipped run keeps epoch 3 by either; the doubled written set
-    without LAC would have kept epoch 3, fair score 0.7702, instead of epoch 4, 0.7708). The scores computed
-    are logged per epoch (training.json `epochs`); "rules_fit" falls back to "raw" without replay labels or
-    rules."""
+    model before the LAC start was chosen (the shipped run keeps epoch 4 by "rules_fit", epoch 5 by "raw";
+    the doubled written set without LAC would have kept epoch 3, fair score 0.7702, instead of epoch 4,
+    0.7708). The scores computed are logged per epoch (training.json `epochs`); "rules_fit" falls back to
+    "raw" without replay labels or rules."""
     lr: float = 5e-4
     ngram_lr: float = 5e-3
     weight_decay: float = 0.01
